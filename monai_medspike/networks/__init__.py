@@ -1,0 +1,1 @@
+"""MedSpikeFormer networks: ``layers`` (neurons), ``blocks`` (AND-SA, MLP, decoder, heads), ``nets``."""

@@ -1,0 +1,204 @@
+"""All-neuron decomposed self-attention (AND-SA) of MedSpikeFormer.
+
+Reference: "MedSpikeFormer: All Neurons Matter for Medical Image Segmentation" (ICLR 2026 submission).
+
+From spike maps ``Q, K`` in {0, 1} the block uses both the activated neurons (A: ``Q``, ``K``) and the inactivated
+ones (I: ``1 - Q``, ``1 - K``). Per head, with ``Q, K, V`` of shape ``(d, N)`` (channels x tokens) the four
+interaction terms are::
+
+    O_xy = s * Q_x @ K_y^T @ V        for (x, y) in {AA, II, AI, IA},   s = C ** -0.5,  no softmax
+
+The attention maps are ``d x d`` (channel attention), so the cost is linear in the number of tokens ``N``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from monai_medspike.networks.blocks.convolutions import ConvBN, DSConv, SpikingMLP
+from monai_medspike.networks.layers import DEFAULT_NEURON, TimeDistributed, get_activation
+
+__all__ = ["INTERACTIONS", "AllNeuronSelfAttention", "all_neuron_attention", "check_interactions"]
+
+INTERACTIONS: tuple[str, ...] = ("aa", "ii", "ai", "ia")
+"""The four interaction terms: activated/inactivated query neurons x activated/inactivated key neurons."""
+
+# the published fusion: [O_AA + O_II, O_AI + O_IA]
+_FUSION_GROUPS: tuple[tuple[str, ...], ...] = (("aa", "ii"), ("ai", "ia"))
+
+
+def check_interactions(interactions: Sequence[str], argument: str = "interactions") -> tuple[str, ...]:
+    """Validate a subset of :data:`INTERACTIONS` and return it in canonical order.
+
+    Raises:
+        ValueError: empty, unknown or repeated terms.
+    """
+    if isinstance(interactions, str):
+        interactions = (interactions,)
+    terms = [str(t).lower() for t in interactions]
+    unknown = sorted(set(terms) - set(INTERACTIONS))
+    if unknown or not terms or len(set(terms)) != len(terms):
+        raise ValueError(
+            f"{argument} must be a non-empty subset of {INTERACTIONS} without repeats, got {tuple(interactions)!r}."
+        )
+    return tuple(t for t in INTERACTIONS if t in terms)
+
+
+def all_neuron_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    interactions: Sequence[str] = INTERACTIONS,
+    scale: float = 1.0,
+    method: str = "fused",
+) -> dict[str, torch.Tensor]:
+    """The interaction terms ``O_xy = scale * Q_x K_y^T V`` of AND-SA.
+
+    ``method="direct"`` forms each attention map from ``Q`` or ``1 - Q`` and ``K`` or ``1 - K`` and multiplies it
+    with ``V`` (two matrix products per term). ``method="fused"`` computes the same values from ONE ``Q K^T``,
+    ONE ``(Q K^T) V`` and rank-1 corrections. With ``q = Q 1`` and ``k = K 1`` (per-channel sums over tokens),
+    ``u = 1^T V`` (sum over channels) and ``w = k^T V``::
+
+        O_AA = s * P                       P = (Q K^T) V
+        O_AI = s * (q u - P)               since Q (1-K)^T = q 1^T - Q K^T
+        O_IA = s * (1 w - P)               since (1-Q) K^T = 1 k^T - Q K^T
+        O_II = s * ((N - q) u - 1 w + P)   since (1-Q)(1-K)^T = N 1 1^T - q 1^T - 1 k^T + Q K^T
+
+    These are identities for any real ``Q, K`` (binary spikes or the ANN twin's sigmoid values).
+
+    Args:
+        q: queries ``(..., d, N)``.
+        k: keys ``(..., d, N)``.
+        v: values ``(..., d, N)``.
+        interactions: the terms to compute, a subset of :data:`INTERACTIONS`.
+        scale: the factor ``s``.
+        method: ``"fused"`` (default) or ``"direct"`` (the reference form).
+
+    Returns:
+        a dict from term name to a ``(..., d, N)`` tensor, for the requested terms.
+
+    Raises:
+        ValueError: unknown ``method`` or ``interactions``, or mismatched shapes.
+    """
+    terms = check_interactions(interactions)
+    if not torch.jit.is_tracing() and not (q.shape == k.shape == v.shape):
+        raise ValueError(f"q, k and v must have the same shape (..., d, N), got {q.shape}, {k.shape}, {v.shape}.")
+    if method == "direct":
+        queries = {"a": q, "i": 1.0 - q}
+        keys = {"a": k, "i": 1.0 - k}
+        return {t: (queries[t[0]] @ keys[t[1]].transpose(-2, -1)) @ v * scale for t in terms}
+    if method != "fused":
+        raise ValueError(f"method must be 'fused' or 'direct', got {method!r}.")
+    p = (q @ k.transpose(-2, -1)) @ v
+    out: dict[str, torch.Tensor] = {}
+    if "aa" in terms:
+        out["aa"] = p * scale
+    if "ai" in terms or "ii" in terms:
+        q_sum = q.sum(dim=-1, keepdim=True)  # (..., d, 1)
+        u = v.sum(dim=-2, keepdim=True)  # (..., 1, N)
+    if "ia" in terms or "ii" in terms:
+        w = k.sum(dim=-1).unsqueeze(-2) @ v  # (..., 1, N)
+    if "ai" in terms:
+        out["ai"] = (q_sum * u - p) * scale
+    if "ia" in terms:
+        out["ia"] = (w - p) * scale
+    if "ii" in terms:
+        # (N - q) is computed as the inactivated count (1 - Q) 1, exact for spikes and free of the token count
+        q_off = (1.0 - q).sum(dim=-1, keepdim=True)
+        out["ii"] = (q_off * u - w + p) * scale
+    return {t: out[t] for t in terms}
+
+
+def _add(first: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+    for r in rest:
+        first = first + r
+    return first
+
+
+class AllNeuronSelfAttention(nn.Module):
+    """AND-SA block: all-neuron decomposed spiking self-attention with its fusion MLPs.
+
+    ``Q, K, V = neuron(BN(depthwise conv(x)))``; each interaction term ``O_xy`` (see :func:`all_neuron_attention`)
+    goes through its own :class:`DSConv`; the terms are fused as ``concat[O_AA + O_II, O_AI + O_IA]``, then
+    ``y = MLP(fused) + V``, ``y = BN(y)``, ``out = MLP(y) + y``.
+
+    Ablations are arguments: a subset of ``interactions`` drops terms (a fusion group whose terms are all absent is
+    dropped, so the fusion MLP sees ``C`` per remaining group); ``spiking=False`` gives the ANN twin (sigmoid
+    Q/K/V, GELU elsewhere).
+
+    Args:
+        channels: channels ``C`` (divisible by ``num_heads``).
+        num_heads: heads; each head attends over ``C / num_heads`` channels.
+        neuron: neuron specification (see :func:`monai_medspike.networks.layers.get_neuron_layer`).
+        spiking: False builds the ANN twin.
+        interactions: the terms used, a subset of :data:`INTERACTIONS`.
+        kernel_size: depthwise kernel of the Q/K/V projections and DSConvs.
+        faithful_layout: reproduce the public code's reshape of the attention output (permute then view, which
+            mixes channels and pixels). False (default) keeps every channel at its own pixel.
+        method: ``"fused"`` (one ``QK^T`` and one product with ``V``) or ``"direct"``; both give the same values.
+
+    Shapes:
+        ``(T, B, C, H, W) -> (T, B, C, H, W)``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int = 4,
+        neuron: str | tuple[str, Mapping[str, Any]] = DEFAULT_NEURON,
+        spiking: bool = True,
+        interactions: Sequence[str] = INTERACTIONS,
+        kernel_size: int = 3,
+        faithful_layout: bool = False,
+        method: str = "fused",
+    ) -> None:
+        super().__init__()
+        if num_heads < 1 or channels % num_heads != 0:
+            raise ValueError(f"num_heads ({num_heads}) must be >= 1 and divide channels ({channels}).")
+        if method not in ("fused", "direct"):
+            raise ValueError(f"method must be 'fused' or 'direct', got {method!r}.")
+        self.channels = channels
+        self.num_heads = num_heads
+        self.interactions = check_interactions(interactions)
+        self.faithful_layout = faithful_layout
+        self.method = method
+        self.scale = channels**-0.5
+
+        def projection() -> nn.Sequential:
+            return nn.Sequential(
+                ConvBN(channels, channels, kernel_size, groups=channels), get_activation(neuron, spiking, "sigmoid")
+            )
+
+        self.to_q, self.to_k, self.to_v = projection(), projection(), projection()
+        self.term_convs = nn.ModuleDict({t: DSConv(channels, kernel_size, neuron, spiking) for t in self.interactions})
+        self.groups = tuple(
+            tuple(t for t in group if t in self.interactions)
+            for group in _FUSION_GROUPS
+            if any(t in self.interactions for t in group)
+        )
+        self.fuse = SpikingMLP(channels * len(self.groups), channels, kernel_size, neuron, spiking)
+        self.norm = TimeDistributed(nn.BatchNorm2d(channels))
+        self.mlp = SpikingMLP(channels, channels, kernel_size, neuron, spiking)
+
+    def _merge_heads(self, o: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        # o: (T*B, heads, d, N) -> (T, B, C, H, W)
+        if self.faithful_layout:
+            o = o.transpose(-2, -1).contiguous()
+        return o.reshape(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
+        shape = v.shape
+        t, b, c, h, w = shape
+        heads = (t * b, self.num_heads, c // self.num_heads, h * w)
+        terms = all_neuron_attention(
+            q.reshape(heads), k.reshape(heads), v.reshape(heads), self.interactions, self.scale, self.method
+        )
+        outs = {name: self.term_convs[name](self._merge_heads(o, shape)) for name, o in terms.items()}
+        fused = torch.cat([_add(*(outs[name] for name in group)) for group in self.groups], dim=2)
+        y = self.norm(self.fuse(fused) + v)
+        return self.mlp(y) + y

@@ -1,0 +1,147 @@
+"""Spiking neuron and surrogate-gradient factories over spikingjelly 2.0.
+
+The factories follow MONAI's :class:`monai.networks.layers.factories.LayerFactory` pattern (``Act``, ``Norm``):
+a layer is named by a string or by a ``(name, kwargs)`` pair, e.g. ``"lif"`` or ``("lif", {"tau": 3.0})``, so the
+same specification can be written in a bundle config.
+
+All neurons are built in spikingjelly's multi-step mode (``step_mode="m"``): they take a ``(T, B, ...)`` tensor
+and return spikes of the same shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch.nn as nn
+from monai.networks.layers.factories import Act, LayerFactory, split_args
+from spikingjelly.activation_based import neuron as sj_neuron
+from spikingjelly.activation_based import surrogate as sj_surrogate
+
+__all__ = [
+    "DEFAULT_NEURON",
+    "Neuron",
+    "Surrogate",
+    "get_activation",
+    "get_neuron_layer",
+    "get_surrogate",
+    "is_neuron",
+]
+
+# spikingjelly probes for Triton on the first forward of every process and logs twice when it is missing
+# (always the case on CPU). The message is noise for users of this package.
+logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
+
+DEFAULT_NEURON: tuple[str, dict[str, Any]] = ("lif", {})
+"""LIF with the published settings: tau=2.0, v_threshold=1.0, hard reset to 0, detached reset, sigmoid(alpha=4)."""
+
+Surrogate = LayerFactory(name="Surrogate gradients", description="Surrogate gradients of the spike function.")
+Surrogate.add_factory_class("sigmoid", sj_surrogate.Sigmoid, "sigma(alpha * x), default alpha=4.0")
+Surrogate.add_factory_class("atan", sj_surrogate.ATan, "arctan surrogate, default alpha=2.0")
+
+Neuron = LayerFactory(name="Spiking neuron layers", description="Multi-step spiking neuron layers (spikingjelly 2.0).")
+Neuron.add_factory_class("lif", sj_neuron.LIFNode, "leaky integrate-and-fire neuron with a fixed tau")
+Neuron.add_factory_class("plif", sj_neuron.ParametricLIFNode, "LIF neuron with a learnable tau (init_tau)")
+
+_COMMON_DEFAULTS: dict[str, Any] = {
+    "v_threshold": 1.0,
+    "v_reset": 0.0,
+    "detach_reset": True,
+    "decay_input": True,
+    "surrogate": ("sigmoid", {"alpha": 4.0}),
+}
+# keyword accepted by the factory -> keyword of the spikingjelly class, per neuron type
+_TAU_KEYWORD = {"LIF": "tau", "PLIF": "init_tau"}
+
+
+def _check_name(factory: LayerFactory, name: Any, argument: str) -> str:
+    if not isinstance(name, str) or name.upper() not in factory.names:
+        valid = ", ".join(sorted(n.lower() for n in factory.names))
+        raise ValueError(f"{argument}: unknown name {name!r}; valid names are: {valid}.")
+    return name.upper()
+
+
+def get_surrogate(spec: str | tuple[str, Mapping[str, Any]] = ("sigmoid", {"alpha": 4.0})) -> nn.Module:
+    """Build a fresh surrogate-gradient function from ``"sigmoid"`` or ``("atan", {"alpha": 2.0})``.
+
+    A new instance is returned on every call: spikingjelly surrogates are modules, and sharing one between
+    neurons would tie their settings together.
+
+    Raises:
+        ValueError: unknown surrogate name or a keyword the surrogate does not take.
+    """
+    name, kwargs = split_args(spec)
+    key = _check_name(Surrogate, name, "surrogate")
+    kwargs = dict(kwargs)
+    unknown = set(kwargs) - {"alpha"}
+    if unknown:
+        raise ValueError(f"surrogate {name!r}: unknown keyword(s) {sorted(unknown)}; the only keyword is 'alpha'.")
+    if "alpha" in kwargs and not float(kwargs["alpha"]) > 0:
+        raise ValueError(f"surrogate {name!r}: alpha must be > 0, got {kwargs['alpha']!r}.")
+    return Surrogate[key](**{k: float(v) for k, v in kwargs.items()})
+
+
+def get_neuron_layer(spec: str | tuple[str, Mapping[str, Any]] = DEFAULT_NEURON) -> nn.Module:
+    """Build a multi-step spiking neuron layer.
+
+    Args:
+        spec: ``"lif"``, ``"plif"`` or a ``(name, kwargs)`` pair. Keywords (defaults in brackets):
+            ``tau`` [2.0] (for ``plif`` the initial tau), ``v_threshold`` [1.0], ``v_reset`` [0.0; ``None`` gives a
+            soft reset by subtraction], ``detach_reset`` [True], ``decay_input`` [True],
+            ``surrogate`` [``("sigmoid", {"alpha": 4.0})``].
+
+    Returns:
+        a spikingjelly neuron in ``step_mode="m"``: input ``(T, B, ...)``, output spikes in {0, 1}, same shape.
+
+    Raises:
+        ValueError: unknown neuron name, unknown keyword, or a value out of range (tau must be > 1).
+
+    Example::
+
+        lif = get_neuron_layer(("lif", {"tau": 2.0, "surrogate": "atan"}))
+        spikes = lif(torch.randn(4, 2, 8))  # (T=4, B=2, 8)
+    """
+    name, kwargs = split_args(spec)
+    key = _check_name(Neuron, name, "neuron")
+    kwargs = dict(kwargs)
+    valid = {"tau", *_COMMON_DEFAULTS}
+    unknown = set(kwargs) - valid
+    if unknown:
+        raise ValueError(f"neuron {name!r}: unknown keyword(s) {sorted(unknown)}; valid keywords are {sorted(valid)}.")
+    params = {**_COMMON_DEFAULTS, "tau": 2.0, **kwargs}
+    tau = float(params.pop("tau"))
+    if not tau > 1.0:
+        raise ValueError(f"neuron {name!r}: tau must be > 1.0 (the membrane decays by 1/tau per step), got {tau}.")
+    v_threshold = float(params["v_threshold"])
+    v_reset = params["v_reset"]
+    if v_reset is not None and not float(v_reset) < v_threshold:
+        raise ValueError(f"neuron {name!r}: v_reset ({v_reset}) must be below v_threshold ({v_threshold}).")
+    return Neuron[key](
+        **{_TAU_KEYWORD[key]: tau},
+        v_threshold=v_threshold,
+        v_reset=None if v_reset is None else float(v_reset),
+        detach_reset=bool(params["detach_reset"]),
+        decay_input=bool(params["decay_input"]),
+        surrogate_function=get_surrogate(params["surrogate"]),
+        step_mode="m",
+    )
+
+
+def get_activation(neuron: str | tuple[str, Mapping[str, Any]], spiking: bool, ann: str = "gelu") -> nn.Module:
+    """The non-linearity of one layer: a spiking neuron, or its ANN-twin counterpart.
+
+    Args:
+        neuron: neuron specification used when ``spiking`` is True (see :func:`get_neuron_layer`).
+        spiking: True for the spiking network, False for its ANN twin.
+        ann: MONAI ``Act`` name used by the ANN twin (``"gelu"`` for most layers, ``"sigmoid"`` for Q/K/V so that
+            the all-neuron complements ``1 - Q`` stay in [0, 1]).
+    """
+    if spiking:
+        return get_neuron_layer(neuron)
+    return Act[ann]()
+
+
+def is_neuron(module: nn.Module) -> bool:
+    """True if ``module`` is a spikingjelly neuron (an element of the spike-emitting layers)."""
+    return isinstance(module, sj_neuron.BaseNode)

@@ -1,0 +1,216 @@
+"""MedSpikeFormer: a spiking transformer for 2D medical image segmentation.
+
+Reference: "MedSpikeFormer: All Neurons Matter for Medical Image Segmentation" (ICLR 2026 submission, withdrawn).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import functional as sj_functional
+
+from monai_medspike.networks.blocks import (
+    INTERACTIONS,
+    DecoderBlock,
+    EncoderStage,
+    SegmentationHead,
+    check_interactions,
+)
+from monai_medspike.networks.layers import DEFAULT_NEURON, encode_direct, get_neuron_layer
+
+__all__ = ["MedSpikeFormer"]
+
+ATTENTIONS = ("and", "ssa")
+
+
+def _positive_int(value: Any, argument: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{argument} must be a positive integer, got {value!r}.")
+    return value
+
+
+class MedSpikeFormer(nn.Module):
+    """MedSpikeFormer: encoder of AND-SA stages, spiking decoder with additive skips, rate-decoded head.
+
+    The image is presented unchanged at each of ``time_steps`` steps (direct encoding); the time axis exists only
+    inside the network. Each encoder stage is a stride-1 patch embedding, an all-neuron self-attention block
+    (:class:`~monai_medspike.networks.blocks.AllNeuronSelfAttention`) and a 2x2 stride-2 downsampling. The decoder
+    mirrors the stages (residual spiking DSConvs, bilinear x2 upsampling) and ADDS the encoder outputs as skips.
+    The head averages over time and returns logits.
+
+    ``forward`` resets every neuron first, so calls are independent: the same input gives the same output, and
+    sliding-window inference or a server never depends on the caller resetting state.
+
+    Per-stage side mask logits (used by the distribution-alignment loss) come from
+    :meth:`forward_with_side_outputs`; ``forward`` always returns one tensor. To train with the alignment loss in
+    MONAI's ``SupervisedTrainer`` wrap the student and its teacher in
+    :class:`~monai_medspike.networks.nets.DistributionAlignmentNet`.
+
+    Args:
+        spatial_dims: must be 2 (volumes are segmented slice by slice, e.g. with ``monai.inferers.SliceInferer``).
+        in_channels: image channels (1 for CT, 3 for RGB).
+        out_channels: output channels: 1 for binary segmentation (sigmoid), N >= 2 for N classes (softmax).
+        embed_dims: channel width of each encoder stage; the number of stages sets the size divisor ``2**len``.
+        num_heads: attention heads in every stage (must divide every width).
+        time_steps: simulation steps ``T`` of the spiking network. The ANN twin (``spiking=False``) has no state
+            and sees the same image at every step, so it runs one step whatever this value is.
+        neuron: neuron specification, e.g. ``"lif"`` or ``("lif", {"tau": 2.0})``, see
+            :func:`~monai_medspike.networks.layers.get_neuron_layer`.
+        interactions: AND-SA terms, a subset of ``("aa", "ii", "ai", "ia")`` (ablations).
+        attention: ``"and"`` (all-neuron attention) or ``"ssa"`` (conventional spiking self-attention over the
+            activated neurons only, i.e. ``interactions=("aa",)``).
+        spiking: False builds the ANN twin used as the alignment teacher (sigmoid Q/K/V, GELU elsewhere).
+        faithful_layout: reproduce the public code's attention reshape, which mixes channels and pixels.
+        kernel_size: kernel of the embeddings, depthwise convolutions and heads (odd).
+        attention_method: ``"fused"`` (one ``QK^T``, one product with ``V``) or ``"direct"`` (four of each);
+            numerically equivalent.
+
+    Raises:
+        ValueError: on any invalid argument, naming it.
+
+    Example::
+
+        net = MedSpikeFormer(in_channels=1, out_channels=3, time_steps=4)
+        logits = net(torch.rand(2, 1, 256, 192))  # (2, 3, 256, 192)
+        logits, side = net.forward_with_side_outputs(torch.rand(2, 1, 256, 192))  # side[i]: (2, 3, 256/2**i, ...)
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 3,
+        out_channels: int = 1,
+        embed_dims: Sequence[int] = (32, 64, 128, 256),
+        num_heads: int = 4,
+        time_steps: int = 4,
+        neuron: str | tuple[str, Mapping[str, Any]] = DEFAULT_NEURON,
+        interactions: Sequence[str] = INTERACTIONS,
+        attention: str = "and",
+        spiking: bool = True,
+        faithful_layout: bool = False,
+        kernel_size: int = 3,
+        attention_method: str = "fused",
+    ) -> None:
+        super().__init__()
+        if spatial_dims != 2:
+            raise ValueError(
+                f"spatial_dims must be 2, got {spatial_dims!r}: MedSpikeFormer is a 2D network; segment volumes "
+                "slice by slice (monai.inferers.SliceInferer)."
+            )
+        self.in_channels = _positive_int(in_channels, "in_channels")
+        self.out_channels = _positive_int(out_channels, "out_channels")
+        _positive_int(num_heads, "num_heads")
+        _positive_int(time_steps, "time_steps")
+        if isinstance(embed_dims, int | str) or len(embed_dims) < 1:
+            raise ValueError(f"embed_dims must be a non-empty sequence of channel widths, got {embed_dims!r}.")
+        embed_dims = tuple(_positive_int(d, "embed_dims") for d in embed_dims)
+        bad = [d for d in embed_dims if d % num_heads]
+        if bad:
+            raise ValueError(f"embed_dims {bad} are not divisible by num_heads={num_heads}.")
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}.")
+        interactions = check_interactions(interactions)
+        if attention == "ssa":
+            if interactions not in (INTERACTIONS, ("aa",)):
+                raise ValueError(
+                    f"attention='ssa' uses the activated neurons only; interactions={interactions!r} contradicts it "
+                    "(leave interactions at its default)."
+                )
+            interactions = ("aa",)
+        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}.")
+        if attention_method not in ("fused", "direct"):
+            raise ValueError(f"attention_method must be 'fused' or 'direct', got {attention_method!r}.")
+        if spiking:
+            get_neuron_layer(neuron)  # validate the specification once, with its error message
+
+        self.embed_dims = embed_dims
+        self.spiking = bool(spiking)
+        self.time_steps = time_steps if self.spiking else 1
+        self.interactions = interactions
+        self.size_divisor = 2 ** len(embed_dims)
+
+        widths = (in_channels, *embed_dims)
+        self.stages = nn.ModuleList(
+            EncoderStage(
+                widths[i],
+                widths[i + 1],
+                out_channels,
+                num_heads,
+                neuron,
+                self.spiking,
+                interactions,
+                kernel_size,
+                faithful_layout,
+                attention_method,
+            )
+            for i in range(len(embed_dims))
+        )
+        # decoder i maps the skip width of stage S-1-i to that of stage S-2-i; the last keeps embed_dims[0]
+        dec_out = (*embed_dims[:-1][::-1], embed_dims[0])
+        self.decoders = nn.ModuleList(
+            DecoderBlock(c_in, c_out, kernel_size, neuron, self.spiking)
+            for c_in, c_out in zip(embed_dims[::-1], dec_out, strict=True)
+        )
+        self.head = SegmentationHead(embed_dims[0], out_channels, kernel_size)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if torch.jit.is_tracing() or torch.jit.is_scripting():
+            return
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"MedSpikeFormer expects input of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}. "
+                "Volumes are segmented slice by slice (monai.inferers.SliceInferer)."
+            )
+        h, w = x.shape[-2:]
+        k = self.size_divisor
+        if h % k or w % k:
+            nearest = tuple(max(k, (s + k // 2) // k * k) for s in (h, w))
+            padded = tuple(-(-s // k) * k for s in (h, w))
+            raise ValueError(
+                f"Wrong input shape height={h}, width={w}: both must be divisible by {k} "
+                f"(2 ** number of stages). The nearest valid size is {nearest}: resize to it, or pad to {padded} "
+                f"with monai.transforms.DivisiblePad(k={k})."
+            )
+
+    def _run(self, x: torch.Tensor, with_side_outputs: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        self._check_input(x)
+        if self.spiking:
+            sj_functional.reset_net(self)
+        h = encode_direct(x, self.time_steps)
+        skips: list[torch.Tensor] = []
+        sides: list[torch.Tensor] = []
+        for stage in self.stages:
+            h, side = stage(h, with_side_outputs)
+            skips.append(h)
+            if side is not None:
+                sides.append(side)
+        h = skips[-1]
+        for i, decoder in enumerate(self.decoders):
+            h = decoder(h)
+            if i + 2 <= len(skips):
+                h = h + skips[-2 - i]
+        return self.head(h), sides
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Segment a batch of images.
+
+        Args:
+            x: ``(B, in_channels, H, W)`` with ``H`` and ``W`` divisible by ``2 ** len(embed_dims)``.
+
+        Returns:
+            logits ``(B, out_channels, H, W)``.
+        """
+        return self._run(x, with_side_outputs=False)[0]
+
+    def forward_with_side_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Segment and also return the side mask logits of every encoder stage.
+
+        Returns:
+            ``(logits, side)``: logits ``(B, out_channels, H, W)``; ``side[i]`` of shape
+            ``(B, out_channels, H / 2**i, W / 2**i)`` for stage ``i``.
+        """
+        return self._run(x, with_side_outputs=True)

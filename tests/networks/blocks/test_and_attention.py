@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from spikingjelly.activation_based import functional
+
+from monai_medspike.networks.blocks import INTERACTIONS, AllNeuronSelfAttention, all_neuron_attention
+
+
+def reference_terms(q, k, v, scale):
+    """Direct float64 computation of every O_xy = scale * Q_x K_y^T V, written independently of the package."""
+    q, k, v = q.double(), k.double(), v.double()
+    parts = {"a": (q, k), "i": (1 - q, 1 - k)}
+    out = {}
+    for x, y in itertools.product("ai", repeat=2):
+        qx, ky = parts[x][0], parts[y][1]
+        attn = torch.einsum("...in,...jn->...ij", qx, ky)
+        out[x + y] = scale * torch.einsum("...ij,...jn->...in", attn, v)
+    return out
+
+
+def random_spikes(*shape, rate=0.3):
+    return (torch.rand(*shape) < rate).float()
+
+
+@pytest.mark.parametrize("method", ["fused", "direct"])
+@pytest.mark.parametrize("shape, rate", [((2, 4, 8, 64), 0.3), ((3, 2, 16, 4096), 0.1), ((1, 1, 4, 9), 0.9)])
+def test_terms_match_float64_reference_on_random_spikes(method, shape, rate):
+    q, k = random_spikes(*shape, rate=rate), random_spikes(*shape, rate=rate)
+    v = random_spikes(*shape, rate=rate)
+    scale = (shape[1] * shape[2]) ** -0.5
+    got = all_neuron_attention(q, k, v, INTERACTIONS, scale, method=method)
+    ref = reference_terms(q, k, v, scale)
+    assert list(got) == list(INTERACTIONS)
+    for term in INTERACTIONS:
+        assert got[term].dtype == torch.float32
+        # float32 rounding of sums up to N * d: relative to the largest magnitude of the term
+        tol = 1e-6 * max(1.0, ref[term].abs().max().item()) * 4
+        torch.testing.assert_close(got[term].double(), ref[term], rtol=0, atol=tol)
+
+
+def test_fused_is_exact_for_real_valued_ann_inputs():
+    # the ANN twin feeds sigmoid values: the identities hold for any real Q, K
+    q, k, v = torch.rand(2, 2, 8, 100), torch.rand(2, 2, 8, 100), torch.randn(2, 2, 8, 100)
+    got = all_neuron_attention(q, k, v, scale=0.5)
+    ref = reference_terms(q, k, v, 0.5)
+    for term in INTERACTIONS:
+        torch.testing.assert_close(got[term].double(), ref[term], rtol=1e-5, atol=1e-4)
+
+
+def test_subset_of_interactions_returns_only_those_terms():
+    q = k = v = random_spikes(1, 1, 4, 16)
+    got = all_neuron_attention(q, k, v, ("ia", "aa"))
+    assert list(got) == ["aa", "ia"]
+
+
+def test_attention_errors():
+    q = random_spikes(1, 1, 4, 16)
+    with pytest.raises(ValueError, match="interactions"):
+        all_neuron_attention(q, q, q, ("ab",))
+    with pytest.raises(ValueError, match="interactions"):
+        all_neuron_attention(q, q, q, ())
+    with pytest.raises(ValueError, match="interactions"):
+        all_neuron_attention(q, q, q, ("aa", "aa"))
+    with pytest.raises(ValueError, match="method"):
+        all_neuron_attention(q, q, q, method="einsum")
+    with pytest.raises(ValueError, match="same shape"):
+        all_neuron_attention(q, q, random_spikes(1, 1, 4, 8))
+
+
+def test_block_shape_and_fused_equals_direct():
+    # train mode: batch-norm uses batch statistics, so a freshly built block is not degenerate
+    block = AllNeuronSelfAttention(16, num_heads=4)
+    x = torch.randn(2, 3, 16, 8, 12)  # (T, B, C, H, W)
+    fused = block(x)
+    assert fused.shape == x.shape
+    assert fused.std() > 0.1
+    block.method = "direct"
+    functional.reset_net(block)
+    torch.testing.assert_close(block(x), fused, rtol=1e-4, atol=1e-4)
+
+
+def test_merge_heads_keeps_every_channel_at_its_pixel():
+    t, b, c, h, w, heads = 1, 2, 8, 3, 5, 2
+    block = AllNeuronSelfAttention(c, num_heads=heads)
+    o = torch.arange(t * b * c * h * w, dtype=torch.float32).reshape(t * b, heads, c // heads, h * w)
+    merged = block._merge_heads(o, torch.Size((t, b, c, h, w)))
+    d = c // heads
+    for ch, y, x in itertools.product(range(c), range(h), range(w)):
+        assert merged[0, 1, ch, y, x] == o[1, ch // d, ch % d, y * w + x]
+
+
+def test_faithful_layout_reproduces_permute_then_view():
+    t, b, c, h, w, heads = 1, 1, 8, 4, 4, 2
+    block = AllNeuronSelfAttention(c, num_heads=heads, faithful_layout=True)
+    o = torch.arange(b * c * h * w, dtype=torch.float32).reshape(b, heads, c // heads, h * w)
+    merged = block._merge_heads(o, torch.Size((t, b, c, h, w)))
+    expected = o.permute(0, 1, 3, 2).contiguous().view(t, b, c, h, w)
+    assert torch.equal(merged, expected)
+    # channel 1 at pixel 0 now holds channel 0's value at pixel 1: channels and pixels are mixed
+    assert merged[0, 0, 0, 0, 1] == o[0, 0, 1, 0]
+
+
+def test_faithful_layout_changes_block_output():
+    x = torch.randn(2, 1, 8, 8, 8)
+    correct = AllNeuronSelfAttention(8, num_heads=2)
+    faithful = AllNeuronSelfAttention(8, num_heads=2, faithful_layout=True)
+    faithful.load_state_dict(correct.state_dict())
+    assert not torch.allclose(correct(x), faithful(x))
+
+
+@pytest.mark.parametrize(
+    "interactions, fuse_in",
+    [(INTERACTIONS, 32), (("aa", "ii"), 16), (("ai",), 16), (("aa", "ia"), 32)],
+)
+def test_fusion_groups_follow_interactions(interactions, fuse_in):
+    block = AllNeuronSelfAttention(16, num_heads=4, interactions=interactions)
+    assert set(block.term_convs) == set(interactions)
+    assert block.fuse.expand.module[0].in_channels == fuse_in
+
+
+def test_ann_twin_block_uses_sigmoid_qkv_and_no_neurons():
+    block = AllNeuronSelfAttention(8, num_heads=2, spiking=False)
+    assert isinstance(block.to_q[1], torch.nn.Sigmoid)
+    assert not any(hasattr(m, "v_threshold") for m in block.modules())
+
+
+def test_block_bad_heads():
+    with pytest.raises(ValueError, match="num_heads"):
+        AllNeuronSelfAttention(10, num_heads=4)
