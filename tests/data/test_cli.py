@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import json
+
+from monai_medspike.data.__main__ import main
+from tests.data import writers
+
+
+def test_prepare_command_writes_and_prints_summary(tmp_path, capsys):
+    root = writers.write_busi(tmp_path / "busi")
+    out = tmp_path / "busi.json"
+    argv = ["prepare", "busi", "--root", str(root), "--out", str(out), "--seed", "4", "--val-fraction", "0.15"]
+    assert main([*argv, "--test-fraction", "0.3"]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}: 7 busi samples" in printed
+    assert "training" in printed and "validation" in printed and "test" in printed and "'benign'" in printed
+    assert json.loads(out.read_text())["seed"] == 4
+    # running again without --overwrite is refused and the file is kept
+    assert main([*argv, "--seed", "5"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert json.loads(out.read_text())["seed"] == 4
+
+
+def test_prepare_command_reports_bad_input_and_skip_bad(tmp_path, capsys):
+    root = writers.write_kvasir(tmp_path / "k", n=5)
+    (root / "Kvasir-SEG" / "masks" / "case3.jpg").unlink()
+    out = tmp_path / "k.json"
+    assert main(["prepare", "kvasir", "--root", str(root), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "case3.jpg: image without mask" in err and not out.exists()
+    assert main(["prepare", "kvasir", "--root", str(root), "--out", str(out), "--skip-bad"]) == 0
+    assert "skipped 1:" in capsys.readouterr().out
+
+
+def test_options_of_another_dataset_are_refused(tmp_path, capsys):
+    root = writers.write_kvasir(tmp_path / "k")
+    try:
+        main(["prepare", "kvasir", "--root", str(root), "--out", str(tmp_path / "k.json"), "--exclude-normal"])
+    except SystemExit as e:
+        assert e.code == 2
+    assert "--exclude-normal applies to busi only" in capsys.readouterr().err
+
+
+def test_reader_options_reach_the_reader(tmp_path, capsys):
+    root = writers.write_busi(tmp_path / "busi")
+    out = tmp_path / "b.json"
+    argv = ["prepare", "busi", "--root", str(root), "--out", str(out), "--exclude-normal", "--val-fraction", "0.2"]
+    assert main(argv) == 0
+    assert "5 busi samples" in capsys.readouterr().out
