@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from monai.config import KeysCollection
 from monai.transforms import (
+    AsDiscreted,
     Compose,
     EnsureChannelFirstd,
     EnsureTyped,
@@ -102,6 +103,7 @@ def get_transforms(
     slices_per_volume: int = 4,
     pos: float = 1.0,
     neg: float = 1.0,
+    one_hot: int | None = None,
 ) -> Compose:
     """The transform chain of ``dataset`` for datalist entries ``{"image": path, "label": path}``.
 
@@ -118,6 +120,8 @@ def get_transforms(
         slices_per_volume: training slices drawn from each volume per visit.
         pos, neg: slice sampling rule for volumes: a drawn slice is centred on an infection voxel with
             probability ``pos / (pos + neg)``, else on any other voxel (so empty slices are kept, at a known rate).
+        one_hot: with ``classes="multiclass"``, the number of classes to one-hot encode the label into
+            (``(K, H, W)``); None keeps one channel of class indices (for losses with ``to_onehot_y=True``).
 
     Returns:
         a MONAI ``Compose``. Images come out ``(C, H, W)`` float in [0, 1] (volumes ``(1, X, Y, Z)`` in eval/infer
@@ -137,6 +141,8 @@ def get_transforms(
         raise ValueError(f"spatial_size must have two sizes, got {spatial_size}.")
     if not 0.0 <= augment_prob <= 1.0:
         raise ValueError(f"augment_prob must be in [0, 1], got {augment_prob}.")
+    if one_hot is not None and (classes != "multiclass" or one_hot < 2):
+        raise ValueError(f"one_hot needs classes='multiclass' and at least 2 classes, got {one_hot} ({classes}).")
     info = get_reader(dataset)
     volume = info.kind == "volume"
     if reader is not None and reader not in ("NibabelReader", "ITKReader"):
@@ -165,6 +171,8 @@ def get_transforms(
     if mode != "infer":
         if classes == "binary":
             chain.append(BinarizeLabeld("label", info.label_threshold))
+        elif one_hot is not None:
+            chain.append(AsDiscreted("label", to_onehot=one_hot))
         else:
             chain.append(EnsureTyped("label", dtype=torch.float32))
     if volume and mode == "train":

@@ -275,3 +275,19 @@ def test_out_must_be_json_in_an_existing_folder(tmp_path):
         prepare("kvasir", root, tmp_path / "k.txt")
     with pytest.raises(DataError, match="output folder does not exist"):
         prepare("kvasir", root, tmp_path / "missing" / "k.json")
+
+
+@pytest.mark.parametrize("which", ["png mask", "tif image"])
+def test_corrupt_png_and_tif_name_the_file(tmp_path, which):
+    if which == "png mask":
+        root = writers.write_isic(tmp_path / "isic", n=3)
+        bad = root / "ISIC2018_Task1_Training_GroundTruth" / "ISIC_0000001_segmentation.png"
+        dataset = "isic2018"
+    else:
+        root = writers.write_monuseg(tmp_path / "m")
+        bad = root / "MoNuSeg 2018 Training Data" / "Tissue Images" / "TCGA-BB-0002-01Z-00-DX1.tif"
+        dataset = "monuseg"
+    bad.write_bytes(bad.read_bytes()[:60])
+    with pytest.raises(DataError, match=rf"{bad.name.replace('.', '[.]')}: cannot be read as an image"):
+        prepare(dataset, root, tmp_path / "d.json", val_fraction=0, test_fraction=0)
+    assert not (tmp_path / "d.json").exists() and not (tmp_path / "d_labels").exists()

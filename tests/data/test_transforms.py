@@ -55,6 +55,10 @@ def test_multiclass_labels_keep_class_indices(tmp_path):
     entries = first_entry(tmp_path, "covid", writers.write_covid_infnet, classes="multiclass")
     out = get_transforms("covid", "eval", spatial_size=(36, 44), classes="multiclass")(entries[0])
     assert set(out["label"].unique().tolist()) == {0.0, 1.0, 2.0}
+    onehot = get_transforms("covid", "eval", spatial_size=(36, 44), classes="multiclass", one_hot=3)(entries[0])
+    assert onehot["label"].shape == (3, 36, 44)
+    assert torch.equal(onehot["label"].argmax(0, keepdim=True).float(), out["label"])
+    assert torch.equal(onehot["label"].sum(0), torch.ones(36, 44))
 
 
 def test_training_augmentation_is_seeded_and_changes_the_image(tmp_path):
@@ -135,6 +139,7 @@ def test_ensure_channels_and_binarize():
         ({"dataset": "covid_ct", "hu_window": (100, -100)}, "hu_window"),
         ({"dataset": "covid_ct", "pos": 0, "neg": 0}, "pos \\+ neg > 0"),
         ({"dataset": "kvasir", "augment_prob": 2.0}, "augment_prob"),
+        ({"dataset": "covid", "one_hot": 3}, "one_hot needs classes='multiclass'"),
     ],
 )
 def test_bad_arguments(kwargs, match):
