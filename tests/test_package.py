@@ -56,7 +56,7 @@ def test_readme_commands_install_with_the_constraints_and_ci_runs_them():
     for marker in ("main", "test"):
         command = readme_command(marker)
         assert "pip install -c constraints/cpu.txt -e " in command
-    assert readme_command("main").endswith("python -m monai_medspike.quickstart")
+    assert readme_command("main").endswith("python -m monai.bundle run training --config_file bundles/covid/train.json")
     assert readme_command("test").endswith("python -m pytest -q")
     ci = (ROOT / ".ci" / "run").read_text()
     assert "readme_command test" in ci and "readme_command main" in ci and "ruff check" in ci

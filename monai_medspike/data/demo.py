@@ -692,9 +692,10 @@ def _covid_volume(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     inner[..., nz - 3 :] = False
     candidates = np.argwhere(inner)
     grid_r, grid_c, grid_z = np.meshgrid(np.arange(ny), np.arange(nx), np.arange(nz), indexing="ij")
-    for _ in range(int(rng.integers(2, 5))):
+    # large enough to be learnt in the bundles' short CPU demo runs (a few percent of a lung slice or more)
+    for _ in range(int(rng.integers(3, 7))):
         center = candidates[rng.integers(len(candidates))]
-        radii = (rng.uniform(4.0, 11.0), rng.uniform(4.0, 11.0), rng.uniform(1.2, 2.8))
+        radii = (rng.uniform(7.0, 16.0), rng.uniform(7.0, 16.0), rng.uniform(2.5, 5.0))
         wobble = 1.0 + 0.25 * _smooth_noise(rng, (ny, nx, nz), (8, 8, 3))
         distance = np.sqrt(
             ((grid_r - center[0]) / radii[0]) ** 2

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from .neurons import (
     DEFAULT_NEURON,
+    LIFNode,
     Neuron,
+    ParametricLIFNode,
     Surrogate,
     get_activation,
     get_neuron_layer,
@@ -13,7 +15,9 @@ from .temporal import TimeDistributed, encode_direct
 
 __all__ = [
     "DEFAULT_NEURON",
+    "LIFNode",
     "Neuron",
+    "ParametricLIFNode",
     "Surrogate",
     "TimeDistributed",
     "encode_direct",

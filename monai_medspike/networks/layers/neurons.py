@@ -14,6 +14,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 import torch.nn as nn
 from monai.networks.layers.factories import Act, LayerFactory, split_args
 from spikingjelly.activation_based import neuron as sj_neuron
@@ -21,7 +22,9 @@ from spikingjelly.activation_based import surrogate as sj_surrogate
 
 __all__ = [
     "DEFAULT_NEURON",
+    "LIFNode",
     "Neuron",
+    "ParametricLIFNode",
     "Surrogate",
     "get_activation",
     "get_neuron_layer",
@@ -36,13 +39,56 @@ logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
 DEFAULT_NEURON: tuple[str, dict[str, Any]] = ("lif", {})
 """LIF with the published settings: tau=2.0, v_threshold=1.0, hard reset to 0, detached reset, sigmoid(alpha=4)."""
 
+
+def _lif_reference(
+    x_seq: torch.Tensor, decay: torch.Tensor | float, v_threshold: float, v_reset: float | None, decay_input: bool
+) -> torch.Tensor:
+    """Multi-step LIF forward in plain torch ops, from a resting membrane (what ``forward`` starts from).
+
+    ``H = V + decay * (X - (V - V_reset))`` (or ``V - decay * (V - V_reset) + X`` without input decay), spike where
+    ``H >= V_threshold``, then a hard reset to ``V_reset`` or a soft reset by subtraction (``V_reset=None``).
+    """
+    rest = 0.0 if v_reset is None else v_reset
+    v = torch.full_like(x_seq[0], rest)
+    spikes = []
+    for t in range(x_seq.shape[0]):
+        h = v + decay * (x_seq[t] - (v - rest)) if decay_input else v - decay * (v - rest) + x_seq[t]
+        spike = (h >= v_threshold).to(x_seq.dtype)
+        v = h - spike * v_threshold if v_reset is None else h * (1.0 - spike) + rest * spike
+        spikes.append(spike)
+    return torch.stack(spikes)
+
+
+class LIFNode(sj_neuron.LIFNode):
+    """spikingjelly's ``LIFNode``; while tracing for TorchScript export its forward is written in plain torch ops.
+
+    spikingjelly computes LIF with a custom operator (``sj_lif``) that a TorchScript file cannot carry, so an
+    exported model would not load where spikingjelly is not imported. The traced formula is the same (tested
+    against spikingjelly's output), and eager training and inference use spikingjelly unchanged.
+    """
+
+    def multi_step_forward(self, x_seq: torch.Tensor, *args: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        if torch.jit.is_tracing():
+            return _lif_reference(x_seq, 1.0 / self.tau, self.v_threshold, self.v_reset, self.decay_input)
+        return super().multi_step_forward(x_seq, *args, **kwargs)
+
+
+class ParametricLIFNode(sj_neuron.ParametricLIFNode):
+    """spikingjelly's ``ParametricLIFNode`` (learnable ``1 / tau = sigmoid(w)``), traceable like :class:`LIFNode`."""
+
+    def multi_step_forward(self, x_seq: torch.Tensor, *args: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        if torch.jit.is_tracing():
+            return _lif_reference(x_seq, self.w.sigmoid(), self.v_threshold, self.v_reset, self.decay_input)
+        return super().multi_step_forward(x_seq, *args, **kwargs)
+
+
 Surrogate = LayerFactory(name="Surrogate gradients", description="Surrogate gradients of the spike function.")
 Surrogate.add_factory_class("sigmoid", sj_surrogate.Sigmoid, "sigma(alpha * x), default alpha=4.0")
 Surrogate.add_factory_class("atan", sj_surrogate.ATan, "arctan surrogate, default alpha=2.0")
 
 Neuron = LayerFactory(name="Spiking neuron layers", description="Multi-step spiking neuron layers (spikingjelly 2.0).")
-Neuron.add_factory_class("lif", sj_neuron.LIFNode, "leaky integrate-and-fire neuron with a fixed tau")
-Neuron.add_factory_class("plif", sj_neuron.ParametricLIFNode, "LIF neuron with a learnable tau (init_tau)")
+Neuron.add_factory_class("lif", LIFNode, "leaky integrate-and-fire neuron with a fixed tau")
+Neuron.add_factory_class("plif", ParametricLIFNode, "LIF neuron with a learnable tau (init_tau)")
 
 _COMMON_DEFAULTS: dict[str, Any] = {
     "v_threshold": 1.0,

@@ -90,3 +90,23 @@ def test_ann_twin_activations():
     assert isinstance(get_activation("lif", spiking=False, ann="sigmoid"), nn.Sigmoid)
     assert is_neuron(get_activation("lif", spiking=True))
     assert not is_neuron(nn.GELU())
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "lif",
+        ("lif", {"tau": 3.0, "v_threshold": 0.5}),
+        ("lif", {"v_reset": None}),
+        ("lif", {"decay_input": False, "tau": 4.0}),
+        ("plif", {"tau": 2.5}),
+    ],
+)
+def test_traced_lif_equals_spikingjelly_and_needs_no_custom_op(spec, tmp_path):
+    neuron = get_neuron_layer(spec)
+    x = torch.randn(6, 3, 40) * 1.5
+    expected = neuron(x)
+    traced = torch.jit.trace(neuron, torch.randn(6, 3, 40))
+    assert torch.equal(traced(x), expected)
+    torch.jit.save(traced, tmp_path / "lif.ts")
+    assert "sj_lif" not in str(torch.jit.load(tmp_path / "lif.ts").graph)

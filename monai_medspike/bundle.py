@@ -1,0 +1,229 @@
+"""Helpers that the bundle configs in ``bundles/`` call (``"$monai_medspike.bundle.<name>(...)"``).
+
+They locate the bundle folder, provide data (the built-in demo data by default), give every run its own output
+folder, and load checkpoints strictly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "bundle_root",
+    "check_choice",
+    "check_resume",
+    "run_dir",
+    "run_stamp",
+    "write_summary",
+    "find_checkpoint",
+    "input_files",
+    "load_weights",
+    "prepare_data",
+    "require_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def bundle_root(name: str) -> str:
+    """The folder of bundle ``name`` (the one holding ``configs/``), whatever the current directory.
+
+    Looked up, in order: the ``--config_file`` given to ``python -m monai.bundle`` (links are followed, so
+    ``bundles/covid/train.json`` works), then ``bundles/<name>`` of the source tree this package is installed from.
+    A ``--bundle_root`` override on the command line replaces this lookup entirely.
+
+    Raises:
+        FileNotFoundError: the bundle cannot be located.
+    """
+    argv = sys.argv
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg == "--config_file" and i + 1 < len(argv) else None
+        if arg.startswith("--config_file="):
+            value = arg.split("=", 1)[1]
+        if value:
+            first = value.strip("[]").split(",")[0].strip().strip("'\"")
+            folder = Path(first).resolve().parent
+            if folder.name == "configs":
+                folder = folder.parent
+            if (folder / "configs").is_dir():
+                return str(folder)
+    source = Path(__file__).resolve().parents[1] / "bundles" / name
+    if (source / "configs").is_dir():
+        return str(source)
+    raise FileNotFoundError(
+        f"cannot locate the bundle folder of {name!r}; pass it on the command line: --bundle_root <path to {name}>."
+    )
+
+
+def run_stamp() -> str:
+    """A timestamp that names the output folders of one run, e.g. ``20261128-153000``."""
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def check_choice(value: Any, argument: str, choices: tuple) -> Any:
+    """Return ``value`` if it is one of ``choices``, else raise a ValueError naming the override to fix."""
+    if value not in choices:
+        raise ValueError(f"--{argument} must be one of {', '.join(map(str, choices))}; got {value!r}.")
+    return value
+
+
+def check_resume(resume_from: str | None, phase: str) -> str | None:
+    """Validate ``--resume_from``: an existing checkpoint, and one phase (``teacher`` or ``student``) to resume."""
+    if resume_from is None:
+        return None
+    if phase == "both":
+        raise ValueError("--resume_from continues one phase: add --phase teacher or --phase student.")
+    if not Path(resume_from).is_file():
+        raise FileNotFoundError(f"--resume_from {resume_from} does not exist (use a run's last.pt).")
+    return resume_from
+
+
+def run_dir(output_root: str, name: str, overwrite: bool = False) -> str:
+    """The output folder ``<output_root>/<name>`` of a run; nothing is created here.
+
+    An existing non-empty folder is an error unless ``overwrite`` is True, so a run never replaces an earlier
+    run's outputs without being told to.
+    """
+    folder = Path(output_root) / name
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"{folder} holds an earlier run; choose another --run_name, or pass --overwrite true to replace it."
+        )
+    return str(folder)
+
+
+def find_checkpoint(output_root: str, phase: str, filename: str = "model.pt") -> str | None:
+    """The ``filename`` of the newest run of ``phase`` under ``output_root`` (by folder name), or None."""
+    root = Path(output_root)
+    if not root.is_dir():
+        return None
+    runs = sorted((p for p in root.glob(f"{phase}-*") if (p / filename).is_file()), key=lambda p: p.name)
+    return str(runs[-1] / filename) if runs else None
+
+
+def require_checkpoint(path: str | None, what: str, how: str) -> str:
+    """Return ``path`` if it is a file, else stop with an error saying what is missing and how to make it."""
+    if path is None or not Path(path).is_file():
+        where = f"{path} does not exist" if path else "none was found"
+        raise FileNotFoundError(f"{what} checkpoint is required but {where}. {how}")
+    return str(path)
+
+
+def load_weights(network: torch.nn.Module, path: str, key: str = "model") -> torch.nn.Module:
+    """Load a checkpoint into ``network`` strictly and return the network.
+
+    ``path`` may hold a state dict or a dict with ``key`` (as MONAI's ``CheckpointSaver`` writes).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        KeyError: missing or unexpected keys, all listed, or a shape mismatch.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist.")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+        state = state[key]
+    own = network.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shapes:
+        raise KeyError(
+            f"checkpoint {path} does not match the network: missing keys {missing}, unexpected keys {unexpected}, "
+            f"shape mismatches {shapes}. Was it written for another configuration (spiking, embed_dims, channels)?"
+        )
+    network.load_state_dict(state)
+    logger.info("loaded %s", path)
+    return network
+
+
+def prepare_data(
+    output_root: str,
+    dataset: str,
+    dataset_dir: str | None = None,
+    datalist: str | None = None,
+    seed: int = 0,
+    demo_count: int | None = None,
+    **options: Any,
+) -> str:
+    """The datalist a bundle trains on.
+
+    - ``datalist`` given: used as it is (it must exist).
+    - ``dataset_dir`` given: a datalist for that release folder is prepared once (with ``seed`` and
+      ``options``) under ``<output_root>/data/`` and reused by later runs.
+    - neither: the built-in demo data of ``dataset`` is generated once under ``<output_root>/demo_data/`` and
+      prepared the same way. Nothing is downloaded.
+    """
+    from monai_medspike.data import make_demo_dataset, prepare
+
+    if datalist:
+        if not Path(datalist).is_file():
+            raise FileNotFoundError(
+                f"datalist {datalist} does not exist; write one with python -m monai_medspike.data prepare."
+            )
+        return str(datalist)
+    root = Path(output_root)
+    if dataset_dir:
+        source = Path(dataset_dir).resolve()
+        tag = hashlib.sha1(json.dumps([str(source), seed, options], sort_keys=True).encode()).hexdigest()[:8]
+        out = root / "data" / f"{dataset}-{tag}.json"
+    else:
+        source = root / "demo_data" / dataset
+        if not source.is_dir():
+            make_demo_dataset(dataset, source, count=demo_count, seed=seed)
+        out = root / "demo_data" / f"{dataset}-seed{seed}.json"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        summary = prepare(dataset, source, out, seed=seed, **options)
+        logger.info("prepared %s: %s", out, {k: v["count"] for k, v in summary["splits"].items()})
+    return str(out)
+
+
+def write_summary(engine: Any, out_dir: str, extra: dict | None = None) -> str:
+    """Write ``engine.state.metrics`` (and ``extra``) as ``<out_dir>/summary.json``; return the file path."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    metrics = {
+        k: (float(v) if isinstance(v, int | float) or hasattr(v, "item") else v)
+        for k, v in engine.state.metrics.items()
+    }
+    summary = {"metrics": metrics, "images": len(engine.data_loader.dataset), **(extra or {})}
+    path = folder / "summary.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    logger.info("evaluation summary written to %s: %s", path, metrics)
+    return str(path)
+
+
+_INPUT_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def input_files(source: str | None, datalist_file: str, split: str = "test") -> list[dict[str, str]]:
+    """The images an inference run reads: ``[{"image": path}, ...]``.
+
+    ``source`` may be one image or volume file, or a folder (every image/NIfTI file in it, sorted); None takes the
+    ``split`` of the datalist.
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist or holds no image.
+    """
+    if source is None:
+        from monai.data import load_decathlon_datalist
+
+        return [{"image": e["image"]} for e in load_decathlon_datalist(datalist_file, data_list_key=split)]
+    path = Path(source)
+    if path.is_file():
+        return [{"image": str(path)}]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(_INPUT_SUFFIXES))
+        if files:
+            return [{"image": str(p)} for p in files]
+        raise FileNotFoundError(f"{path} holds no image or NIfTI file ({', '.join(_INPUT_SUFFIXES)}).")
+    raise FileNotFoundError(f"--input {path} does not exist.")

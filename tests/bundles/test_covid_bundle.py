@@ -1,0 +1,212 @@
+"""The covid bundle: the user's literal commands, two-phase training, evaluation, inference, export, metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from monai_medspike.bundle import load_weights
+from monai_medspike.networks.nets import MedSpikeFormer
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLE = REPO / "bundles" / "covid"
+CONFIGS = BUNDLE / "configs"
+# a small, fast configuration; the network_def is the bundle's own
+FAST = ["--epochs", "1", "--image_size", "[32, 32]", "--demo_count", "5", "--slices_per_volume", "2"]
+
+
+def bundle(*args: str, cwd: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"monai.bundle {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def overlay(name: str) -> str:
+    return f"['{CONFIGS / 'train.json'}','{CONFIGS / name}']"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One run of the user's literal command (both phases) into a temporary output root, from another folder."""
+    out = tmp_path_factory.mktemp("covid_outputs")
+    bundle("run", "training", "--config_file", "bundles/covid/train.json", "--output_root", str(out), *FAST)
+    return out
+
+
+def run_folder(root: Path, phase: str) -> Path:
+    runs = sorted(root.glob(f"{phase}-*"))
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+@pytest.mark.slow
+def test_literal_command_trains_teacher_then_student(trained):
+    teacher, student = run_folder(trained, "teacher"), run_folder(trained, "student")
+    assert teacher.name.split("-", 1)[1] == student.name.split("-", 1)[1]  # one run id
+    for folder in (teacher, student):
+        assert (folder / "model.pt").is_file() and (folder / "last.pt").is_file()
+        assert list((folder / "tb").glob("events.out.tfevents.*"))
+        last = torch.load(folder / "last.pt", weights_only=True)
+        assert {"model", "optimizer", "lr_scheduler"} <= set(last)
+    load_weights(MedSpikeFormer(in_channels=1, spiking=True), str(student / "model.pt"))
+    load_weights(MedSpikeFormer(in_channels=1, spiking=False), str(teacher / "model.pt"))
+    with pytest.raises(KeyError, match="missing keys"):  # a teacher checkpoint is not a student one
+        load_weights(MedSpikeFormer(in_channels=1, embed_dims=(16, 32, 64, 128)), str(student / "model.pt"))
+    datalist = json.loads(next((trained / "demo_data").glob("*.json")).read_text())
+    assert datalist["name"] == "covid_ct" and datalist["validation"] and datalist["test"]
+
+
+@pytest.mark.slow
+def test_student_phase_alone_uses_a_given_teacher(trained, tmp_path):
+    teacher = run_folder(trained, "teacher") / "model.pt"
+    out = tmp_path / "out"
+    args = ["--output_root", str(out), "--phase", "student", "--teacher_checkpoint", str(teacher), *FAST]
+    proc = bundle("run", "training", "--config_file", str(BUNDLE / "train.json"), *args, cwd=tmp_path)
+    assert f"teacher loaded from {teacher}" in proc.stdout + proc.stderr
+    assert (run_folder(out, "student") / "model.pt").is_file()
+    assert not list(out.glob("teacher-*"))
+
+
+@pytest.mark.slow
+def test_student_without_teacher_stops_at_start(tmp_path):
+    args = ["--output_root", str(tmp_path), "--phase", "student", *FAST]
+    proc = bundle("run", "training", "--config_file", str(BUNDLE / "train.json"), *args, check=False)
+    assert proc.returncode != 0
+    assert "distribution alignment is on but no teacher checkpoint was found" in proc.stdout + proc.stderr
+    assert not list(tmp_path.glob("student-*/*.pt"))
+
+
+def test_bad_phase_is_named():
+    proc = bundle("run", "training", "--config_file", str(BUNDLE / "train.json"), "--phase", "ann", check=False)
+    assert proc.returncode != 0 and "--phase must be one of teacher, student, both; got 'ann'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_evaluate_writes_per_image_csv_and_summary(trained):
+    bundle("run", "evaluating", "--config_file", overlay("evaluate.json"), "--output_root", str(trained), *FAST)
+    folder = run_folder(trained, "evaluate")
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["split"] == "test" and summary["checkpoint"].endswith("model.pt")
+    assert {"dice", "miou", "accuracy", "specificity", "sensitivity", "monai_dice", "monai_iou", "hd95"} <= set(
+        summary["metrics"]
+    )
+    rows = (folder / "dice_raw.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + summary["images"]  # header + one row per test volume
+    assert all(0.0 <= summary["metrics"][k] <= 1.0 for k in ("dice", "miou", "accuracy"))
+
+
+@pytest.mark.slow
+def test_inference_writes_nifti_with_the_input_geometry(trained):
+    datalist = json.loads(next((trained / "demo_data").glob("*.json")).read_text())
+    volume = trained / "demo_data" / datalist["test"][0]["image"]
+    outputs = []
+    for name in ("first", "second"):
+        args = ["--input", str(volume), "--infer_name", name, "--output_root", str(trained), *FAST]
+        bundle("run", "inferring", "--config_file", overlay("inference.json"), *args)
+        masks = list((trained / name).glob("*_seg.nii.gz"))
+        assert len(masks) == 1
+        outputs.append(masks[0])
+    image, mask = nib.load(volume), nib.load(outputs[0])
+    assert mask.shape == image.shape
+    np.testing.assert_allclose(mask.affine, image.affine, atol=1e-4)
+    data = np.asarray(mask.dataobj)
+    assert set(np.unique(data).tolist()) <= {0, 1}
+    assert np.array_equal(data, np.asarray(nib.load(outputs[1]).dataobj))  # same volume twice, same mask
+    import itk
+
+    itk_mask = itk.imread(str(outputs[0]))
+    assert tuple(itk.size(itk_mask)) == image.shape
+    np.testing.assert_allclose(np.asarray(itk_mask.GetSpacing()), np.abs(np.diag(image.affine)[:3]), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_ckpt_export_trace_matches_the_checkpoint(trained, tmp_path):
+    ckpt = run_folder(trained, "student") / "model.pt"
+    ts_file = tmp_path / "model.ts"
+    bundle(
+        "ckpt_export", "network_def", "--filepath", str(ts_file), "--ckpt_file", str(ckpt),
+        "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "train.json"),
+        "--key_in_ckpt", "model", "--use_trace", "True", "--input_shape", "[1, 1, 32, 32]",
+    )  # fmt: skip
+    x = torch.rand(2, 1, 32, 32)
+    torch.save(x, tmp_path / "x.pt")
+    # the exported file runs where neither spikingjelly nor monai_medspike is imported
+    script = (
+        "import sys, torch; m = torch.jit.load(sys.argv[1]); y = m(torch.load(sys.argv[2]));"
+        "assert not any(k.startswith(('spikingjelly', 'monai_medspike')) for k in sys.modules);"
+        "torch.save(y, sys.argv[3])"
+    )
+    args = [sys.executable, "-c", script, str(ts_file), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")]
+    subprocess.run(args, check=True, timeout=300)
+    net = load_weights(MedSpikeFormer(in_channels=1), str(ckpt)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(torch.load(tmp_path / "y.pt"), net(x), rtol=1e-4, atol=1e-5)
+
+
+def test_metadata_verifies_offline_and_a_broken_one_fails(tmp_path):
+    args = ["--filepath", str(REPO / "bundles" / "meta_schema.json")]
+    proc = bundle("verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"), *args)
+    assert "metadata is verified with no error" in proc.stdout + proc.stderr
+    broken = json.loads((CONFIGS / "metadata.json").read_text())
+    del broken["task"]
+    (tmp_path / "metadata.json").write_text(json.dumps(broken))
+    assert bundle("verify_metadata", "--meta_file", str(tmp_path / "metadata.json"), *args, check=False).returncode
+
+
+def test_verify_net_in_out():
+    proc = bundle(
+        "verify_net_in_out", "network_def", "--meta_file", str(CONFIGS / "metadata.json"),
+        "--config_file", str(CONFIGS / "train.json"), "--n", "2",
+    )  # fmt: skip
+    assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
+
+
+def test_configs_share_one_network_def_and_root_links_point_into_configs():
+    train = json.loads((CONFIGS / "train.json").read_text())
+    for name in ("evaluate.json", "inference.json"):
+        assert "network_def" not in json.loads((CONFIGS / name).read_text())  # overlays reuse train.json's
+    teacher = dict(train["teacher_def"], spiking=True)
+    assert teacher == train["network_def"]  # the twin differs only in `spiking`
+    for link in ("train.json", "metadata.json", "logging.conf"):
+        assert (BUNDLE / link).is_symlink() and (BUNDLE / link).resolve() == (CONFIGS / link).resolve()
+    assert {"training", "run", "bundle_root", "device", "dataset_dir", "network_def", "val_interval"} <= set(train)
+
+
+def test_outputs_default_to_the_bundle_folder():
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    assert Path(parser.get_parsed_content("output_root")) == BUNDLE / "outputs"
+
+
+@pytest.mark.slow
+def test_resume_continues_at_the_next_epoch_with_its_best_metric(trained, tmp_path):
+    import shutil
+
+    run = tmp_path / "teacher-run"
+    shutil.copytree(run_folder(trained, "teacher"), run)
+    before = torch.load(run / "last.pt", weights_only=False)
+    assert before["trainer"]["iteration"] == before["trainer"]["epoch_length"]  # one epoch done
+    args = ["--output_root", str(trained), "--phase", "teacher", "--resume_from", str(run / "last.pt")]
+    proc = bundle("run", "training", "--config_file", str(BUNDLE / "train.json"), *args, *FAST[2:], "--epochs", "2")
+    log = proc.stdout + proc.stderr
+    assert "Restored all variables from" in log and "Epoch[2]" in log and "Epoch[1]" not in log
+    after = torch.load(run / "last.pt", weights_only=False)
+    assert after["trainer"]["iteration"] == 2 * before["trainer"]["epoch_length"]
+    assert after["best"]["best_metric"] >= before["best"]["best_metric"]
+    assert after["best"]["best_metric_epoch"] in (1, 2)
+    assert not after["optimizer"] == before["optimizer"]  # the optimizer state was carried on and updated
+    with pytest.raises(AssertionError, match="resume_from continues one phase"):
+        bundle("run", "training", "--config_file", str(BUNDLE / "train.json"), "--resume_from", str(run / "last.pt"))
