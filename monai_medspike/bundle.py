@@ -22,6 +22,7 @@ __all__ = [
     "check_resume",
     "run_dir",
     "run_stamp",
+    "train_scalars",
     "write_summary",
     "find_checkpoint",
     "input_files",
@@ -227,3 +228,17 @@ def input_files(source: str | None, datalist_file: str, split: str = "test") -> 
             return [{"image": str(p)} for p in files]
         raise FileNotFoundError(f"{path} holds no image or NIfTI file ({', '.join(_INPUT_SUFFIXES)}).")
     raise FileNotFoundError(f"--input {path} does not exist.")
+
+
+def train_scalars(output: dict, loss: Any = None, optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
+    """Scalars of one training iteration for ``StatsHandler``/``TensorBoardStatsHandler``.
+
+    ``train_loss`` from the trainer output, the loss terms kept in ``loss.components`` (``seg``, ``align``) and
+    the learning rate of the first parameter group.
+    """
+    scalars = {"train_loss": float(output["loss"])}
+    for name, value in getattr(loss, "components", {}).items():
+        scalars[f"train_{name}_loss"] = float(value)
+    if optimizer is not None:
+        scalars["lr"] = float(optimizer.param_groups[0]["lr"])
+    return scalars

@@ -70,6 +70,28 @@ def test_literal_command_trains_teacher_then_student(trained):
 
 
 @pytest.mark.slow
+def test_tensorboard_holds_losses_metrics_lr_firing_rates_and_overlays(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def tags(folder: Path) -> tuple[set[str], set[str]]:
+        scalars, images = set(), set()
+        for events in sorted((folder / "tb").glob("events.out.tfevents.*")):
+            acc = EventAccumulator(str(events), size_guidance={"images": 0})
+            acc.Reload()
+            scalars |= set(acc.Tags()["scalars"])
+            images |= set(acc.Tags()["images"])
+        return scalars, images
+
+    scalars, images = tags(run_folder(trained, "student"))
+    expected = {"train_loss", "train_seg_loss", "train_align_loss", "lr", "val_mean_dice", "val_mean_iou", "val_loss"}
+    assert expected <= scalars
+    assert {f"firing_rate/stages.{i}" for i in range(4)} | {"firing_rate/all"} <= scalars
+    assert images  # prediction / label / image overlays of the validation volumes
+    scalars, _ = tags(run_folder(trained, "teacher"))
+    assert "train_align_loss" not in scalars and not any(t.startswith("firing_rate") for t in scalars)
+
+
+@pytest.mark.slow
 def test_student_phase_alone_uses_a_given_teacher(trained, tmp_path):
     teacher = run_folder(trained, "teacher") / "model.pt"
     out = tmp_path / "out"
