@@ -26,6 +26,7 @@ __all__ = [
     "write_summary",
     "find_checkpoint",
     "input_files",
+    "is_main_process",
     "load_weights",
     "prepare_data",
     "require_checkpoint",
@@ -64,9 +65,24 @@ def bundle_root(name: str) -> str:
     )
 
 
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def is_main_process() -> bool:
+    """True outside distributed training and on rank 0 within it (the process that logs and saves)."""
+    return not _distributed() or torch.distributed.get_rank() == 0
+
+
 def run_stamp() -> str:
-    """A timestamp that names the output folders of one run, e.g. ``20261128-153000``."""
-    return time.strftime("%Y%m%d-%H%M%S")
+    """A timestamp that names the output folders of one run, e.g. ``20261128-153000``.
+
+    In distributed training every rank gets rank 0's stamp, so all ranks agree on the folders.
+    """
+    stamp = [time.strftime("%Y%m%d-%H%M%S")]
+    if _distributed():
+        torch.distributed.broadcast_object_list(stamp, src=0)
+    return stamp[0]
 
 
 def check_choice(value: Any, argument: str, choices: tuple) -> Any:
@@ -94,7 +110,8 @@ def run_dir(output_root: str, name: str, overwrite: bool = False) -> str:
     run's outputs without being told to.
     """
     folder = Path(output_root) / name
-    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+    # in distributed training rank 0 checks; the others may already see rank 0's first files there
+    if is_main_process() and folder.is_dir() and any(folder.iterdir()) and not overwrite:
         raise FileExistsError(
             f"{folder} holds an earlier run; choose another --run_name, or pass --overwrite true to replace it."
         )
@@ -163,6 +180,25 @@ def prepare_data(
     - neither: the built-in demo data of ``dataset`` is generated once under ``<output_root>/demo_data/`` and
       prepared the same way. Nothing is downloaded.
     """
+    if _distributed():  # rank 0 writes the data and the datalist, the others wait and read them
+        if torch.distributed.get_rank() == 0:
+            path = _prepare_data(output_root, dataset, dataset_dir, datalist, seed, demo_count, **options)
+        torch.distributed.barrier()
+        if torch.distributed.get_rank() != 0:
+            path = _prepare_data(output_root, dataset, dataset_dir, datalist, seed, demo_count, **options)
+        return path
+    return _prepare_data(output_root, dataset, dataset_dir, datalist, seed, demo_count, **options)
+
+
+def _prepare_data(
+    output_root: str,
+    dataset: str,
+    dataset_dir: str | None,
+    datalist: str | None,
+    seed: int,
+    demo_count: int | None,
+    **options: Any,
+) -> str:
     from monai_medspike.data import make_demo_dataset, prepare
 
     if datalist:

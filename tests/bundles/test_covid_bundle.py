@@ -232,3 +232,29 @@ def test_resume_continues_at_the_next_epoch_with_its_best_metric(trained, tmp_pa
     assert not after["optimizer"] == before["optimizer"]  # the optimizer state was carried on and updated
     with pytest.raises(AssertionError, match="resume_from continues one phase"):
         bundle("run", "training", "--config_file", str(BUNDLE / "train.json"), "--resume_from", str(run / "last.pt"))
+
+
+@pytest.mark.slow
+def test_multi_gpu_config_trains_on_two_cpu_processes_with_gloo(tmp_path):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    args = [
+        str(torchrun), "--nproc_per_node", "2", "-m", "monai.bundle", "run", "training",
+        "--config_file", f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']",
+        "--output_root", str(tmp_path), "--epochs", "1", "--image_size", "[32, 32]",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
+    for phase in ("teacher", "student"):
+        folder = run_folder(tmp_path, phase)  # one folder per phase: the ranks agreed on the run id
+        assert sorted(p.name for p in folder.glob("*.pt")) == ["last.pt", "model.pt"]
+        last = torch.load(folder / "last.pt", weights_only=False)
+        # 4 training volumes, 2 per batch: one iteration per rank (DistributedSampler split the data between
+        # the two ranks, and DDP's all-reduce only completes when both ran forward and backward)
+        assert last["trainer"]["epoch_length"] == 1
+        writers = {p.name.split(".")[-2] for p in (folder / "tb").glob("events.out.tfevents.*")}
+        assert len(writers) == 1  # TensorBoard written by one process only
+    # no duplicate logs: each phase validated once and reported once
+    assert log.count("Epoch[1] Metrics") == 2
+    assert log.count("firing rates: all") == 1
