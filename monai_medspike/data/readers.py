@@ -125,6 +125,14 @@ def _check_same_size(image: np.ndarray, mask: np.ndarray, image_path: Path, mask
         )
 
 
+def _read_pair(sample: Sample, mask_mode: str | None = "L") -> tuple[np.ndarray, np.ndarray]:
+    """The image and the (single) mask of ``sample``, checked to be readable and of the same size."""
+    image = read_image(sample.image)
+    mask = read_image(sample.masks[0], mask_mode)
+    _check_same_size(image, mask, sample.image, sample.masks[0])
+    return image, mask
+
+
 class DatasetReader(ABC):
     """Finds and checks the samples of one dataset release."""
 
@@ -174,9 +182,7 @@ class Isic2018Reader(DatasetReader):
         return [Sample(s, i, (m,), s) for s, i, m in pairs], problems
 
     def load(self, sample: Sample) -> Loaded:
-        image = read_image(sample.image)
-        mask = read_image(sample.masks[0], "L")
-        _check_same_size(image, mask, sample.image, sample.masks[0])
+        image, mask = _read_pair(sample)
         return Loaded(_check_binary(mask, sample.masks[0]), image.shape[:2])
 
 
@@ -197,9 +203,7 @@ class KvasirReader(DatasetReader):
         return [Sample(s, i, (m,), s) for s, i, m in pairs], problems
 
     def load(self, sample: Sample) -> Loaded:
-        image = read_image(sample.image)
-        mask = read_image(sample.masks[0], "L")
-        _check_same_size(image, mask, sample.image, sample.masks[0])
+        image, mask = _read_pair(sample)
         # JPEG masks: values near 0 or near 255; a mask with many mid-grey pixels is not a mask
         mid = np.mean((mask > 64) & (mask < 192))
         if mid > 0.05:
@@ -361,13 +365,9 @@ class Covid2DReader(DatasetReader):
         return [Sample(s, i, (m,), s) for s, i, m in pairs], problems
 
     def load(self, sample: Sample) -> Loaded:
-        image = read_image(sample.image)
+        image, mask = _read_pair(sample, "L" if self.classes == "binary" else None)  # None keeps palette indices
         if self.classes == "binary":
-            mask = read_image(sample.masks[0], "L")
-            _check_same_size(image, mask, sample.image, sample.masks[0])
             return Loaded(_check_binary(mask, sample.masks[0]), image.shape[:2])
-        mask = read_image(sample.masks[0])  # palette indices
-        _check_same_size(image, mask, sample.image, sample.masks[0])
         if mask.ndim != 2 or not set(np.unique(mask).tolist()) <= {0, 1, 2}:
             raise DataError(
                 f"{sample.masks[0]}: a multi-class COVID mask must hold the class indices 0, 1, 2 (palette PNG), "

@@ -1,0 +1,75 @@
+"""The four 2D bundles (isic2018, kvasir, busi, monuseg): literal commands, evaluation, inference, metadata."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from monai_medspike.bundle import load_weights
+from monai_medspike.networks.nets import MedSpikeFormer
+from tests.bundles.test_covid_bundle import REPO, bundle, run_folder
+
+BUNDLES = ("isic2018", "kvasir", "busi", "monuseg")
+FAST = ["--epochs", "1", "--image_size", "[32, 32]"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BUNDLES)
+def test_train_evaluate_infer_on_demo_data(name, tmp_path):
+    configs = REPO / "bundles" / name / "configs"
+    out = tmp_path / "outputs"
+    bundle("run", "training", "--config_file", f"bundles/{name}/train.json", "--output_root", str(out), *FAST)
+    student = run_folder(out, "student") / "model.pt"
+    load_weights(MedSpikeFormer(in_channels=3), str(student))
+    load_weights(MedSpikeFormer(in_channels=3, spiking=False), str(run_folder(out, "teacher") / "model.pt"))
+
+    evaluate = f"['{configs / 'train.json'}','{configs / 'evaluate.json'}']"
+    bundle("run", "evaluating", "--config_file", evaluate, "--output_root", str(out), *FAST)
+    summary = json.loads((run_folder(out, "evaluate") / "summary.json").read_text())
+    datalist = json.loads(next((out / "demo_data").glob("*.json")).read_text())
+    assert summary["images"] == len(datalist["test"]) > 0
+    assert 0.0 <= summary["metrics"]["dice"] <= 1.0
+
+    infer = f"['{configs / 'train.json'}','{configs / 'inference.json'}']"
+    bundle("run", "inferring", "--config_file", infer, "--output_root", str(out), "--infer_name", "pred", *FAST)
+    for entry in datalist["test"]:
+        source = out / "demo_data" / entry["image"]
+        mask = Image.open(out / "pred" / f"{source.stem}_seg.png")
+        assert mask.size == Image.open(source).size  # back at the input's size
+        assert set(np.unique(np.asarray(mask)).tolist()) <= {0, 255}
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_metadata_network_and_layout(name):
+    folder = REPO / "bundles" / name
+    configs = folder / "configs"
+    proc = bundle(
+        "verify_metadata", "--meta_file", str(configs / "metadata.json"),
+        "--filepath", str(REPO / "bundles" / "meta_schema.json"),
+    )  # fmt: skip
+    assert "metadata is verified with no error" in proc.stdout + proc.stderr
+    proc = bundle(
+        "verify_net_in_out", "network_def", "--meta_file", str(configs / "metadata.json"),
+        "--config_file", str(configs / "train.json"), "--n", "2",
+    )  # fmt: skip
+    assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
+    train = json.loads((configs / "train.json").read_text())
+    assert train["dataset"] == name and train["bundle_root"] == f"$monai_medspike.bundle.bundle_root('{name}')"
+    for overlay in ("evaluate.json", "inference.json", "multi_gpu_train.json"):
+        assert "network_def" not in json.loads((configs / overlay).read_text())
+    for link in ("train.json", "metadata.json", "logging.conf"):
+        assert (folder / link).is_symlink() and (folder / link).resolve() == (configs / link).resolve()
+    assert (folder / "docs" / "README.md").is_file() and (folder / "LICENSE").is_file()
+
+
+def test_every_bundle_has_the_same_network_definition():
+    defs = {
+        p.parent.parent.name: json.loads(p.read_text())["network_def"]
+        for p in Path(REPO / "bundles").glob("*/configs/train.json")
+    }
+    assert set(defs) == {"covid", *BUNDLES}
+    assert all(d == defs["covid"] for d in defs.values())  # channels come from each bundle's "in_channels"
