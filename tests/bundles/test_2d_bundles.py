@@ -73,3 +73,28 @@ def test_every_bundle_has_the_same_network_definition():
     }
     assert set(defs) == {"covid", *BUNDLES}
     assert all(d == defs["covid"] for d in defs.values())  # channels come from each bundle's "in_channels"
+
+
+SHARED = REPO.parent / "shared" / "data"
+REAL = {
+    "isic2018": ("isic2018", []),
+    "kvasir": ("kvasir-seg", []),
+    "busi": ("busi", []),
+    "monuseg": ("monuseg", []),
+    "covid": ("covid19", ["--dataset", "covid"]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"real samples not found at {SHARED}")
+@pytest.mark.parametrize("name", list(REAL))
+def test_training_on_the_real_samples(name, tmp_path):
+    folder, extra = REAL[name]
+    out = tmp_path / "outputs"
+    args = ["--dataset_dir", str(SHARED / folder), "--output_root", str(out), *extra, *FAST]
+    bundle("run", "training", "--config_file", f"bundles/{name}/train.json", *args)
+    datalists = list((out / "data").glob("*.json"))
+    assert len(datalists) == 1 and not (out / "demo_data").exists()
+    splits = json.loads(datalists[0].read_text())
+    assert splits["summary"]["skipped"] == [] and splits["training"] and splits["validation"] and splits["test"]
+    load_weights(MedSpikeFormer(in_channels=1 if name == "covid" else 3), str(run_folder(out, "student") / "model.pt"))

@@ -258,3 +258,16 @@ def test_multi_gpu_config_trains_on_two_cpu_processes_with_gloo(tmp_path):
     # no duplicate logs: each phase validated once and reported once
     assert log.count("Epoch[1] Metrics") == 2
     assert log.count("firing rates: all") == 1
+
+
+@pytest.mark.slow
+def test_early_stopping_ends_training_when_the_validation_score_stalls(tmp_path):
+    args = [
+        "--output_root", str(tmp_path), "--phase", "teacher", "--epochs", "5", "--image_size", "[32, 32]",
+        "--early_stop_patience", "1", "--teacher#early_stop#score_function", "$lambda engine: 0.5",
+    ]  # fmt: skip
+    proc = bundle("run", "training", "--config_file", str(BUNDLE / "train.json"), *args)
+    log = proc.stdout + proc.stderr
+    assert "EarlyStopping: Stop training" in log
+    last = torch.load(run_folder(tmp_path, "teacher") / "last.pt", weights_only=False)["trainer"]
+    assert last["iteration"] == 2 * last["epoch_length"]  # a constant score: stopped after the second epoch
