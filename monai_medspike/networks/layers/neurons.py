@@ -11,7 +11,7 @@ and return spikes of the same shape.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -41,18 +41,24 @@ DEFAULT_NEURON: tuple[str, dict[str, Any]] = ("lif", {})
 
 
 def _lif_reference(
-    x_seq: torch.Tensor, decay: torch.Tensor | float, v_threshold: float, v_reset: float | None, decay_input: bool
+    x_seq: torch.Tensor,
+    decay: Callable[[torch.Tensor], torch.Tensor],
+    v_threshold: float,
+    v_reset: float | None,
+    decay_input: bool,
 ) -> torch.Tensor:
     """Multi-step LIF forward in plain torch ops, from a resting membrane (what ``forward`` starts from).
 
-    ``H = V + decay * (X - (V - V_reset))`` (or ``V - decay * (V - V_reset) + X`` without input decay), spike where
+    ``H = V + decay(X - (V - V_reset))`` (or ``V - decay(V - V_reset) + X`` without input decay), spike where
     ``H >= V_threshold``, then a hard reset to ``V_reset`` or a soft reset by subtraction (``V_reset=None``).
+    ``decay`` is ``a / tau`` (LIF) or ``a * sigmoid(w)`` (PLIF), written as spikingjelly's CPU operators write it,
+    so the spikes agree bit for bit.
     """
     rest = 0.0 if v_reset is None else v_reset
     v = torch.full_like(x_seq[0], rest)
     spikes = []
     for t in range(x_seq.shape[0]):
-        h = v + decay * (x_seq[t] - (v - rest)) if decay_input else v - decay * (v - rest) + x_seq[t]
+        h = v + decay(x_seq[t] - (v - rest)) if decay_input else v - decay(v - rest) + x_seq[t]
         spike = (h >= v_threshold).to(x_seq.dtype)
         v = h - spike * v_threshold if v_reset is None else h * (1.0 - spike) + rest * spike
         spikes.append(spike)
@@ -69,7 +75,8 @@ class LIFNode(sj_neuron.LIFNode):
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args: torch.Tensor, **kwargs: object) -> torch.Tensor:
         if torch.jit.is_tracing():
-            return _lif_reference(x_seq, 1.0 / self.tau, self.v_threshold, self.v_reset, self.decay_input)
+            tau = self.tau
+            return _lif_reference(x_seq, lambda a: a / tau, self.v_threshold, self.v_reset, self.decay_input)
         return super().multi_step_forward(x_seq, *args, **kwargs)
 
 
@@ -78,7 +85,8 @@ class ParametricLIFNode(sj_neuron.ParametricLIFNode):
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args: torch.Tensor, **kwargs: object) -> torch.Tensor:
         if torch.jit.is_tracing():
-            return _lif_reference(x_seq, self.w.sigmoid(), self.v_threshold, self.v_reset, self.decay_input)
+            q = self.w.sigmoid()
+            return _lif_reference(x_seq, lambda a: a * q, self.v_threshold, self.v_reset, self.decay_input)
         return super().multi_step_forward(x_seq, *args, **kwargs)
 
 

@@ -106,7 +106,11 @@ def test_traced_lif_equals_spikingjelly_and_needs_no_custom_op(spec, tmp_path):
     neuron = get_neuron_layer(spec)
     x = torch.randn(6, 3, 40) * 1.5
     expected = neuron(x)
-    traced = torch.jit.trace(neuron, torch.randn(6, 3, 40))
+    # a lone neuron keeps its membrane between calls (MedSpikeFormer resets it in forward); the traced graph starts
+    # from rest, so torch's own re-run check would compare against a charged membrane: compare explicitly instead
+    traced = torch.jit.trace(neuron, torch.randn(6, 3, 40), check_trace=False)
     assert torch.equal(traced(x), expected)
+    neuron.reset()
+    assert torch.equal(neuron(x), expected)
     torch.jit.save(traced, tmp_path / "lif.ts")
     assert "sj_lif" not in str(torch.jit.load(tmp_path / "lif.ts").graph)
