@@ -26,8 +26,10 @@ from monai.transforms import (
     RandCropByPosNegLabeld,
     RandFlipd,
     RandRotated,
+    RandSpatialCropd,
     Resized,
     ScaleIntensityRanged,
+    SpatialPadd,
     SqueezeDimd,
 )
 
@@ -104,6 +106,7 @@ def get_transforms(
     pos: float = 1.0,
     neg: float = 1.0,
     one_hot: int | None = None,
+    resize: bool = True,
 ) -> Compose:
     """The transform chain of ``dataset`` for datalist entries ``{"image": path, "label": path}``.
 
@@ -120,6 +123,9 @@ def get_transforms(
         slices_per_volume: training slices drawn from each volume per visit.
         pos, neg: slice sampling rule for volumes: a drawn slice is centred on an infection voxel with
             probability ``pos / (pos + neg)``, else on any other voxel (so empty slices are kept, at a known rate).
+        resize: True resizes 2D images to ``spatial_size``. False keeps the native resolution: training takes
+            random ``spatial_size`` crops (padded where an image is smaller), evaluation and inference keep whole
+            images for a sliding-window inferer (e.g. MoNuSeg's 1000 x 1000 tiles at 256 x 256).
         one_hot: with ``classes="multiclass"``, the number of classes to one-hot encode the label into
             (``(K, H, W)``); None keeps one channel of class indices (for losses with ``to_onehot_y=True``).
 
@@ -189,8 +195,10 @@ def get_transforms(
         ]
     if volume and mode != "train":
         chain.append(Resized(keys, (*spatial_size, -1), mode=("trilinear", "nearest")[: len(keys)]))
-    else:
+    elif resize or volume:
         chain.append(Resized(keys, spatial_size, mode=interp))
+    elif mode == "train":
+        chain += [SpatialPadd(keys, spatial_size), RandSpatialCropd(keys, spatial_size, random_size=False)]
     if mode == "train" and augment_prob > 0:
         hole = max(1, round(32 * min(spatial_size) / 256))
         chain += [

@@ -98,3 +98,10 @@ def test_training_on_the_real_samples(name, tmp_path):
     splits = json.loads(datalists[0].read_text())
     assert splits["summary"]["skipped"] == [] and splits["training"] and splits["validation"] and splits["test"]
     load_weights(MedSpikeFormer(in_channels=1 if name == "covid" else 3), str(run_folder(out, "student") / "model.pt"))
+
+
+def test_monuseg_keeps_native_resolution_with_a_sliding_window():
+    train = json.loads((REPO / "bundles" / "monuseg" / "configs" / "train.json").read_text())
+    assert train["resize"] is False and "SlidingWindowInferer" in train["inferer"]
+    for name in ("isic2018", "kvasir", "busi"):
+        assert json.loads((REPO / "bundles" / name / "configs" / "train.json").read_text())["resize"] is True

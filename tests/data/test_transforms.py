@@ -145,3 +145,16 @@ def test_ensure_channels_and_binarize():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         get_transforms(**kwargs)
+
+
+def test_native_resolution_crops_for_training_and_whole_images_for_evaluation(tmp_path):
+    entries = first_entry(tmp_path, "monuseg", writers.write_monuseg)
+    train = get_transforms("monuseg", "train", spatial_size=(16, 16), resize=False, augment_prob=0.0)(entries[0])
+    assert train["image"].shape == (3, 16, 16) and train["label"].shape == (1, 16, 16)
+    whole = get_transforms("monuseg", "eval", spatial_size=(16, 16), resize=False)(entries[0])
+    assert whole["image"].shape == (3, 32, 32)  # the written tile, not resampled
+    infer = get_transforms("monuseg", "infer", spatial_size=(16, 16), resize=False)({"image": entries[0]["image"]})
+    torch.testing.assert_close(infer["image"], whole["image"])
+    # a crop is a piece of the whole image
+    big = get_transforms("monuseg", "train", spatial_size=(64, 64), resize=False, augment_prob=0.0)(entries[0])
+    assert big["image"].shape == (3, 64, 64)  # smaller images are padded up to the crop size
