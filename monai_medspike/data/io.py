@@ -45,11 +45,11 @@ def read_image(path: Path, mode: str | None = None) -> np.ndarray:
         ) from e
 
 
-def read_volume(path: Path, load_data: bool = True) -> tuple[np.ndarray | None, np.ndarray, tuple[int, ...]]:
+def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     """Read a NIfTI volume with nibabel.
 
     Returns:
-        ``(data or None, affine (4, 4), shape)``.
+        ``(data, affine (4, 4), shape)``.
 
     Raises:
         DataError: missing, unreadable or empty (a zero-length axis) volume.
@@ -61,7 +61,7 @@ def read_volume(path: Path, load_data: bool = True) -> tuple[np.ndarray | None, 
     try:
         img = nib.load(str(path))
         shape = tuple(int(s) for s in img.shape)
-        data = np.asanyarray(img.dataobj) if load_data else None
+        data = np.asanyarray(img.dataobj)
     except Exception as e:  # nibabel raises many types (ImageFileError, EOFError, zlib.error, ...)
         raise DataError(
             f"{path}: cannot be read as a NIfTI volume ({type(e).__name__}: {e}). Download it again, remove the "
