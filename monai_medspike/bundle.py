@@ -216,7 +216,9 @@ def _prepare_data(
         source = root / "demo_data" / dataset
         if not source.is_dir():
             make_demo_dataset(dataset, source, count=demo_count, seed=seed)
-        out = root / "demo_data" / f"{dataset}-seed{seed}.json"
+        # one datalist per set of options (e.g. binary and multi-class labels of the same demo volumes)
+        tag = hashlib.sha1(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
+        out = root / "demo_data" / f"{dataset}-seed{seed}-{tag}.json"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         summary = prepare(dataset, source, out, seed=seed, **options)
@@ -224,8 +226,19 @@ def _prepare_data(
     return str(out)
 
 
-def write_summary(engine: Any, out_dir: str, extra: dict | None = None) -> str:
-    """Write ``engine.state.metrics`` (and ``extra``) as ``<out_dir>/summary.json``; return the file path."""
+def write_summary(
+    engine: Any, out_dir: str, extra: dict | None = None, label_names: list[str] | tuple[str, ...] | None = None
+) -> str:
+    """Write ``engine.state.metrics`` (and ``extra``) as ``<out_dir>/summary.json``; return the file path.
+
+    With ``label_names`` (background first, as in the bundle's ``label_names``) the summary also holds
+    ``per_class``: for each foreground class, the mean over images of every metric whose per-image details the
+    engine kept (``engine.state.metric_details``, one column per foreground class). Images where a metric is not
+    finite (e.g. HD95 with an empty mask) are left out of that mean and counted in ``<metric>_not_finite``.
+
+    Raises:
+        ValueError: a metric has a different number of classes than ``label_names`` names.
+    """
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     metrics = {
@@ -233,10 +246,31 @@ def write_summary(engine: Any, out_dir: str, extra: dict | None = None) -> str:
         for k, v in engine.state.metrics.items()
     }
     summary = {"metrics": metrics, "images": len(engine.data_loader.dataset), **(extra or {})}
+    if label_names is not None:
+        summary["per_class"] = _per_class(getattr(engine.state, "metric_details", {}) or {}, list(label_names)[1:])
     path = folder / "summary.json"
     path.write_text(json.dumps(summary, indent=2) + "\n")
     logger.info("evaluation summary written to %s: %s", path, metrics)
     return str(path)
+
+
+def _per_class(details: dict[str, Any], foreground: list[str]) -> dict[str, dict[str, float | int | None]]:
+    per_class: dict[str, dict[str, float | int | None]] = {name: {} for name in foreground}
+    for metric, values in details.items():
+        values = torch.as_tensor(values, dtype=torch.float64)
+        values = values.reshape(values.shape[0], -1) if values.ndim else values.reshape(1, 1)
+        if values.shape[1] != len(foreground):
+            raise ValueError(
+                f"metric {metric!r} has {values.shape[1]} classes but label_names names {len(foreground)} "
+                f"foreground classes ({foreground}); make label_names match out_channels."
+            )
+        for column, name in enumerate(foreground):
+            column_values = values[:, column]
+            finite = torch.isfinite(column_values)
+            per_class[name][metric] = float(column_values[finite].mean()) if finite.any() else None
+            if not finite.all():
+                per_class[name][f"{metric}_not_finite"] = int((~finite).sum())
+    return per_class
 
 
 _INPUT_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")

@@ -15,7 +15,8 @@ result into a MONAI datalist. Layouts (paths relative to the folder the user pas
   ``TrainingSet/MultiClassInfection-Train/{Imgs,GT}`` (palette indices 0 background, 1 ground-glass opacity,
   2 consolidation), or the M2SNet layout ``COVID-19_Lung_Infection_train/{images,masks}``.
 - ``covid_ct``: NIfTI volumes in Hounsfield units, ``ct/<case>.nii.gz`` + ``infection_mask/<case>.nii.gz``
-  (COVID-19-CT-Seg layout; another mask folder with ``mask_dir``).
+  (COVID-19-CT-Seg layout; another mask folder with ``mask_dir``); 3-class masks (0 background, 1 ground-glass
+  opacity, 2 consolidation) in ``infection_mask_multiclass/`` by default.
 
 Each layout may also be given one level deeper (e.g. ``--root .../Kvasir-SEG``).
 """
@@ -381,7 +382,8 @@ class CovidCTReader(DatasetReader):
 
     Args:
         image_dir: folder of the CT volumes.
-        mask_dir: folder of the masks, same file names.
+        mask_dir: folder of the masks, same file names; None takes ``infection_mask`` (binary) or
+            ``infection_mask_multiclass`` (multiclass, the layout of the demo data).
         classes: ``"binary"`` (mask > 0 is infection) or ``"multiclass"`` (mask values are class indices).
     """
 
@@ -390,9 +392,11 @@ class CovidCTReader(DatasetReader):
     channels = 1
     _suffixes = (".nii.gz", ".nii")
 
-    def __init__(self, image_dir: str = "ct", mask_dir: str = "infection_mask", classes: str = "binary") -> None:
+    def __init__(self, image_dir: str = "ct", mask_dir: str | None = None, classes: str = "binary") -> None:
         if classes not in ("binary", "multiclass"):
             raise ValueError(f"classes must be 'binary' or 'multiclass', got {classes!r}.")
+        if mask_dir is None:
+            mask_dir = "infection_mask" if classes == "binary" else "infection_mask_multiclass"
         self.image_dir, self.mask_dir, self.classes = image_dir, mask_dir, classes
 
     @classmethod

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from monai_medspike.bundle import load_weights
@@ -41,6 +46,55 @@ def test_train_evaluate_infer_on_demo_data(name, tmp_path):
         mask = Image.open(out / "pred" / f"{source.stem}_seg.png")
         assert mask.size == Image.open(source).size  # back at the input's size
         assert set(np.unique(np.asarray(mask)).tolist()) <= {0, 255}
+
+    # resume: the teacher's last checkpoint continues at epoch 2 with its optimizer and best metric
+    last = run_folder(out, "teacher") / "last.pt"
+    before = torch.load(last, weights_only=False)
+    args = ["--output_root", str(out), "--phase", "teacher", "--resume_from", str(last), "--epochs", "2"]
+    proc = bundle("run", "training", "--config_file", f"bundles/{name}/train.json", *args, *FAST[2:])
+    log = proc.stdout + proc.stderr
+    assert "Restored all variables from" in log and "Epoch[2]" in log and "Epoch[1]" not in log
+    after = torch.load(last, weights_only=False)
+    assert after["trainer"]["iteration"] == 2 * before["trainer"]["epoch_length"]
+    assert after["best"]["best_metric"] >= before["best"]["best_metric"]
+
+    # TorchScript export of the student matches the checkpointed network
+    ts_file = tmp_path / "model.ts"
+    bundle(
+        "ckpt_export", "network_def", "--filepath", str(ts_file), "--ckpt_file", str(student),
+        "--meta_file", str(configs / "metadata.json"), "--config_file", str(configs / "train.json"),
+        "--key_in_ckpt", "model", "--use_trace", "True", "--input_shape", "[1, 3, 32, 32]",
+    )  # fmt: skip
+    x = torch.rand(2, 3, 32, 32)
+    net = load_weights(MedSpikeFormer(in_channels=3), str(student)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(ts_file))(x), net(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BUNDLES)
+def test_multi_gpu_config_on_two_cpu_processes(name, tmp_path):
+    configs = REPO / "bundles" / name / "configs"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    args = [
+        str(torchrun), "--nproc_per_node", "2", "-m", "monai.bundle", "run", "training",
+        "--config_file", f"['{configs / 'train.json'}','{configs / 'multi_gpu_train.json'}']",
+        "--output_root", str(tmp_path), *FAST,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
+    datalist = json.loads(next((tmp_path / "demo_data").glob("*.json")).read_text())
+    batch = json.loads((configs / "train.json").read_text())["batch_size"]
+    for phase in ("teacher", "student"):
+        folder = run_folder(tmp_path, phase)  # the ranks agreed on one run folder
+        assert sorted(p.name for p in folder.glob("*.pt")) == ["last.pt", "model.pt"]
+        last = torch.load(folder / "last.pt", weights_only=False)
+        # each rank trained on its half of the training split
+        assert last["trainer"]["epoch_length"] == math.ceil(math.ceil(len(datalist["training"]) / 2) / batch)
+        assert len({p.name.split(".")[-2] for p in (folder / "tb").glob("events.out.tfevents.*")}) == 1
+    assert log.count("Epoch[1] Metrics") == 2  # logged once per phase, by rank 0 only
 
 
 @pytest.mark.parametrize("name", BUNDLES)

@@ -271,3 +271,35 @@ def test_early_stopping_ends_training_when_the_validation_score_stalls(tmp_path)
     assert "EarlyStopping: Stop training" in log
     last = torch.load(run_folder(tmp_path, "teacher") / "last.pt", weights_only=False)["trainer"]
     assert last["iteration"] == 2 * last["epoch_length"]  # a constant score: stopped after the second epoch
+
+
+@pytest.mark.slow
+def test_multiclass_labels_train_evaluate_per_class_and_infer_class_indices(tmp_path):
+    common = ["--output_root", str(tmp_path), "--classes", "multiclass", *FAST]
+    bundle("run", "training", "--config_file", "bundles/covid/train.json", "--phase", "both", *common)
+    datalist = json.loads(next((tmp_path / "demo_data").glob("*.json")).read_text())
+    assert datalist["reader"]["classes"] == "multiclass"
+    label = nib.load(tmp_path / "demo_data" / datalist["training"][0]["label"])
+    assert set(np.unique(np.asarray(label.dataobj)).tolist()) == {0, 1, 2}
+    student = torch.load(run_folder(tmp_path, "student") / "model.pt", weights_only=False)
+    assert student["head.classifier.weight"].shape[0] == 3  # background, ground-glass, consolidation
+
+    bundle("run", "evaluating", "--config_file", overlay("evaluate.json"), *common)
+    folder = run_folder(tmp_path, "evaluate")
+    summary = json.loads((folder / "summary.json").read_text())
+    assert list(summary["per_class"]) == ["ground-glass", "consolidation"]
+    for scores in summary["per_class"].values():
+        assert {"dice", "miou", "accuracy", "specificity", "sensitivity", "monai_dice", "hd95"} <= set(scores)
+        assert 0.0 <= scores["dice"] <= 1.0
+    # the overall score is the mean of the per-class scores; the CSV has one column per foreground class
+    mean = np.mean([s["dice"] for s in summary["per_class"].values()])
+    assert summary["metrics"]["dice"] == pytest.approx(mean, abs=1e-6)
+    header = (folder / "dice_raw.csv").read_text().splitlines()[0].split(",")
+    assert header == ["filename", "class0", "class1", "mean"]
+
+    volume = tmp_path / "demo_data" / datalist["test"][0]["image"]
+    args = ["--input", str(volume), "--infer_name", "mc", *common]
+    bundle("run", "inferring", "--config_file", overlay("inference.json"), *args)
+    (mask,) = (tmp_path / "mc").glob("*_seg.nii.gz")
+    assert nib.load(mask).shape == nib.load(volume).shape
+    assert set(np.unique(np.asarray(nib.load(mask).dataobj)).tolist()) <= {0, 1, 2}

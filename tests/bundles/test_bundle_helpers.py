@@ -1,0 +1,60 @@
+"""Helpers the bundle configs call: the per-class evaluation summary and the cached demo datalists."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from monai_medspike.bundle import prepare_data, write_summary
+
+
+def engine(details: dict[str, torch.Tensor], images: int) -> SimpleNamespace:
+    state = SimpleNamespace(metrics={"dice": torch.tensor(0.5)}, metric_details=details)
+    return SimpleNamespace(state=state, data_loader=SimpleNamespace(dataset=list(range(images))))
+
+
+def test_summary_reports_each_foreground_class_by_name(tmp_path):
+    details = {
+        "dice": torch.tensor([[0.2, 1.0], [0.4, 0.0], [0.6, 0.5]]),
+        "hd95": torch.tensor([[1.0, math.inf], [3.0, 2.0], [math.nan, 4.0]]),
+    }
+    path = write_summary(engine(details, 3), str(tmp_path), {"split": "test"}, ["background", "ggo", "consolidation"])
+    summary = json.loads(open(path).read())
+    assert summary["split"] == "test" and summary["images"] == 3 and summary["metrics"] == {"dice": 0.5}
+    per_class = summary["per_class"]
+    assert list(per_class) == ["ggo", "consolidation"]
+    assert per_class["ggo"]["dice"] == pytest.approx(0.4)
+    assert per_class["consolidation"]["dice"] == pytest.approx(0.5)
+    # images where HD95 is not finite are left out of its mean and counted
+    assert per_class["ggo"]["hd95"] == pytest.approx(2.0) and per_class["ggo"]["hd95_not_finite"] == 1
+    assert per_class["consolidation"]["hd95"] == pytest.approx(3.0)
+    assert "dice_not_finite" not in per_class["ggo"]
+
+
+def test_summary_without_label_names_has_no_per_class_part(tmp_path):
+    path = write_summary(engine({"dice": torch.ones(2, 1)}, 2), str(tmp_path))
+    assert "per_class" not in json.loads(open(path).read())
+
+
+def test_label_names_that_do_not_match_the_metric_channels_are_an_error(tmp_path):
+    with pytest.raises(ValueError, match="'dice' has 2 classes but label_names names 1"):
+        write_summary(engine({"dice": torch.ones(2, 2)}, 2), str(tmp_path), label_names=["background", "infection"])
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_demo_datalists_are_kept_apart_by_their_options(tmp_path):
+    binary = prepare_data(str(tmp_path), "covid_ct", demo_count=3, val_fraction=0.34, test_fraction=0.0)
+    multi = prepare_data(
+        str(tmp_path), "covid_ct", demo_count=3, val_fraction=0.34, test_fraction=0.0, classes="multiclass"
+    )
+    assert binary != multi
+    assert json.loads(open(binary).read())["reader"]["classes"] == "binary"
+    entries = json.loads(open(multi).read())
+    assert entries["reader"]["classes"] == "multiclass"
+    assert "infection_mask_multiclass" in entries["training"][0]["label"]
+    # the same options again reuse the prepared datalist
+    assert prepare_data(str(tmp_path), "covid_ct", demo_count=3, val_fraction=0.34, test_fraction=0.0) == binary
