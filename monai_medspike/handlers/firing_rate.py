@@ -1,13 +1,16 @@
-"""Per-layer-group firing rates of a spiking network during training, logged at the end of every epoch."""
+"""Firing rates of a spiking network during training (per layer group, per layer, per time step), per epoch."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 from ignite.engine import Engine, Events
 
+from monai_medspike.metrics.spiking import FiringRateMonitor
 from monai_medspike.networks.layers import is_neuron
 
 __all__ = ["FiringRateHandler", "neuron_groups"]
@@ -34,12 +37,18 @@ def neuron_groups(network: torch.nn.Module, depth: int = 2) -> dict[str, list[to
 
 
 class FiringRateHandler:
-    """Measure the firing rate (spikes / (neurons x time steps x images)) of each layer group while training.
+    """Firing rates (spikes / (neurons x time steps x images)) of a spiking network while it trains.
 
-    Forward hooks on the neurons (``forward`` is not changed) count spikes during the attached engine's
-    iterations only, so validation passes are not mixed in. At every epoch end the rates are logged, written to
-    TensorBoard as ``<tag>/<group>`` (when a writer or ``log_dir`` is given) and kept in
-    ``engine.state.firing_rates``.
+    Forward hooks on the neurons (:class:`~monai_medspike.metrics.FiringRateMonitor`; ``forward`` is not changed)
+    count spikes during the attached engine's iterations only, so validation passes are not mixed in. At every
+    epoch end:
+
+    - the rates of the layer groups (``stages.0`` ... ``decoders.3``) and overall are logged in one line;
+    - TensorBoard (when a writer or ``log_dir`` is given) gets ``<tag>/<group>``, ``<tag>/all`` and, with
+      ``per_layer``, ``<tag>_layer/<layer>`` (average over time steps) and ``<tag>_layer/<layer>/t<i>`` (step ``i``);
+    - with ``log_dir``, ``<log_dir>/firing_rates.json`` holds the epoch's rates of every layer per time step;
+    - ``engine.state.firing_rates`` holds the group rates, ``engine.state.layer_firing_rates`` the per-layer
+      ``{layer: [rate at each time step]}``.
 
     Args:
         network: the (student) network; wrappers such as ``DistributionAlignmentNet`` or DDP are looked through.
@@ -47,6 +56,7 @@ class FiringRateHandler:
         summary_writer: an existing ``SummaryWriter`` instead of ``log_dir``.
         tag: TensorBoard tag prefix.
         depth: name parts that define a group: 2 gives ``stages.0``, ``decoders.3``; 1 gives ``stages``.
+        per_layer: also write every neuron layer's rates (averaged and per time step) to TensorBoard.
     """
 
     def __init__(
@@ -56,30 +66,18 @@ class FiringRateHandler:
         summary_writer: object | None = None,
         tag: str = "firing_rate",
         depth: int = 2,
+        per_layer: bool = True,
     ) -> None:
         self.groups = neuron_groups(network, depth)
         if not self.groups:
             raise ValueError("network has no spiking neurons: a firing-rate handler needs a spiking network.")
+        self.monitor = FiringRateMonitor(network)
+        self.monitor.active = False
+        self.layer_group = {name: _group(name, depth) for name in self.monitor.layers}
         self.tag = tag
+        self.per_layer = per_layer
         self._writer = summary_writer
         self._log_dir = log_dir
-        self._active = False
-        self._spikes: dict[str, torch.Tensor] = {}
-        self._counts: dict[str, int] = defaultdict(int)
-        self._hooks = [
-            neuron.register_forward_hook(self._hook(group))
-            for group, neurons in self.groups.items()
-            for neuron in neurons
-        ]
-
-    def _hook(self, group: str):
-        def record(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if self._active:
-                total = output.detach().sum()
-                self._spikes[group] = self._spikes[group] + total if group in self._spikes else total
-                self._counts[group] += output.numel()
-
-        return record
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_STARTED, self._start)
@@ -87,20 +85,29 @@ class FiringRateHandler:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
 
     def _start(self, engine: Engine) -> None:
-        self._active = True
+        self.monitor.active = True
 
     def _stop(self, engine: Engine) -> None:
-        self._active = False
+        self.monitor.active = False
 
     def rates(self) -> dict[str, float]:
         """Firing rate of each group since the last epoch end."""
-        return {g: float(self._spikes[g]) / self._counts[g] for g in self.groups if self._counts.get(g)}
+        spikes: dict[str, float] = defaultdict(float)
+        steps: dict[str, int] = defaultdict(int)
+        for name, per_step in self.monitor._spikes.items():
+            group = self.layer_group[name]
+            spikes[group] += float(per_step.sum())
+            steps[group] += self.monitor._counts[name] * len(per_step)
+        return {g: spikes[g] / steps[g] for g in self.groups if steps.get(g)}
 
     def epoch_completed(self, engine: Engine) -> None:
         rates = self.rates()
+        layers = {name: r.tolist() for name, r in self.monitor.rates().items()}
         engine.state.firing_rates = rates
+        engine.state.layer_firing_rates = layers
         if rates:
-            overall = sum(float(self._spikes[g]) for g in rates) / sum(self._counts[g] for g in rates)
+            spikes, steps = self.monitor.totals()
+            overall = spikes / steps
             logger.info(
                 "Epoch[%d] firing rates: all %.4f; %s",
                 engine.state.epoch,
@@ -109,11 +116,24 @@ class FiringRateHandler:
             )
             writer = self._get_writer()
             if writer is not None:
+                epoch = engine.state.epoch
                 for group, rate in rates.items():
-                    writer.add_scalar(f"{self.tag}/{group}", rate, engine.state.epoch)
-                writer.add_scalar(f"{self.tag}/all", overall, engine.state.epoch)
+                    writer.add_scalar(f"{self.tag}/{group}", rate, epoch)
+                writer.add_scalar(f"{self.tag}/all", overall, epoch)
+                if self.per_layer:
+                    for name, per_step in layers.items():
+                        writer.add_scalar(f"{self.tag}_layer/{name}", sum(per_step) / len(per_step), epoch)
+                        for step, rate in enumerate(per_step):
+                            writer.add_scalar(f"{self.tag}_layer/{name}/t{step}", rate, epoch)
                 writer.flush()
-        self._spikes, self._counts = {}, defaultdict(int)
+            if self._log_dir is not None:
+                summary = {"epoch": engine.state.epoch, "all": overall, "groups": rates, "layers": layers}
+                path = Path(self._log_dir) / "firing_rates.json"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(summary, indent=1) + "\n")
+                tmp.replace(path)
+        self.monitor.reset()
 
     def _get_writer(self):
         if self._writer is None and self._log_dir is not None:
@@ -124,6 +144,4 @@ class FiringRateHandler:
 
     def remove(self) -> None:
         """Remove the forward hooks."""
-        for h in self._hooks:
-            h.remove()
-        self._hooks = []
+        self.monitor.remove()

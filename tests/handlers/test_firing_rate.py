@@ -73,3 +73,30 @@ def test_zero_input_spikes_give_zero_rate():
 def test_needs_a_spiking_network():
     with pytest.raises(ValueError, match="no spiking neurons"):
         FiringRateHandler(small_net(spiking=False))
+
+
+def test_per_layer_and_per_time_step_rates_reach_tensorboard_and_a_summary(tmp_path):
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    net = small_net().train()  # T = 2
+    engine = Engine(lambda e, batch: net(batch))
+    handler = FiringRateHandler(net, log_dir=str(tmp_path))
+    handler.attach(engine)
+    engine.run([torch.rand(2, 3, 32, 32)], max_epochs=2)
+    handler.remove()
+    layers = engine.state.layer_firing_rates
+    layer = "stages.0.attention.to_q.1"
+    assert layer in layers and len(layers[layer]) == 2
+    summary = json.loads((tmp_path / "firing_rates.json").read_text())
+    assert summary["epoch"] == 2 and summary["layers"][layer] == pytest.approx(layers[layer])
+    assert summary["groups"] == pytest.approx(engine.state.firing_rates)
+    assert 0.0 < summary["all"] < 1.0
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"firing_rate/all", "firing_rate/stages.0", f"firing_rate_layer/{layer}"} <= tags
+    assert {f"firing_rate_layer/{layer}/t0", f"firing_rate_layer/{layer}/t1"} <= tags
+    assert [e.step for e in events.Scalars(f"firing_rate_layer/{layer}/t1")] == [1, 2]
+    assert events.Scalars(f"firing_rate_layer/{layer}/t1")[-1].value == pytest.approx(layers[layer][1])

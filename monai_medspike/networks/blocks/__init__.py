@@ -1,6 +1,12 @@
 from __future__ import annotations
 
-from .and_attention import INTERACTIONS, AllNeuronSelfAttention, all_neuron_attention, check_interactions
+from .and_attention import (
+    INTERACTIONS,
+    AllNeuronSelfAttention,
+    AttentionProducts,
+    all_neuron_attention,
+    check_interactions,
+)
 from .convolutions import ConvBN, DSConv, SpikingMLP
 from .decoder import DecoderBlock, ResidualDSConv
 from .embedding import PatchDownsample, PatchEmbedding
@@ -10,6 +16,7 @@ from .heads import SegmentationHead, SideMaskHead
 __all__ = [
     "INTERACTIONS",
     "AllNeuronSelfAttention",
+    "AttentionProducts",
     "ConvBN",
     "DSConv",
     "DecoderBlock",

@@ -22,7 +22,7 @@ import torch.nn as nn
 from monai_medspike.networks.blocks.convolutions import ConvBN, DSConv, SpikingMLP
 from monai_medspike.networks.layers import DEFAULT_NEURON, TimeDistributed, get_activation
 
-__all__ = ["INTERACTIONS", "AllNeuronSelfAttention", "all_neuron_attention", "check_interactions"]
+__all__ = ["INTERACTIONS", "AllNeuronSelfAttention", "AttentionProducts", "all_neuron_attention", "check_interactions"]
 
 INTERACTIONS: tuple[str, ...] = ("aa", "ii", "ai", "ia")
 """The four interaction terms: activated/inactivated query neurons x activated/inactivated key neurons."""
@@ -113,6 +113,27 @@ def all_neuron_attention(
     return {t: out[t] for t in terms}
 
 
+class AttentionProducts(nn.Module):
+    """The interaction terms of AND-SA as a module (no parameters), so that forward hooks see ``q, k, v``.
+
+    Args:
+        interactions: the terms, a subset of :data:`INTERACTIONS`.
+        scale: the factor ``s``.
+        method: ``"fused"`` or ``"direct"`` (see :func:`all_neuron_attention`).
+    """
+
+    def __init__(self, interactions: Sequence[str] = INTERACTIONS, scale: float = 1.0, method: str = "fused") -> None:
+        super().__init__()
+        if method not in ("fused", "direct"):
+            raise ValueError(f"method must be 'fused' or 'direct', got {method!r}.")
+        self.interactions = check_interactions(interactions)
+        self.scale = scale
+        self.method = method
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> dict[str, torch.Tensor]:
+        return all_neuron_attention(q, k, v, self.interactions, self.scale, self.method)
+
+
 def _add(first: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
     for r in rest:
         first = first + r
@@ -174,6 +195,7 @@ class AllNeuronSelfAttention(nn.Module):
             )
 
         self.to_q, self.to_k, self.to_v = projection(), projection(), projection()
+        self.attention = AttentionProducts(self.interactions, self.scale, method)
         self.term_convs = nn.ModuleDict({t: DSConv(channels, kernel_size, neuron, spiking) for t in self.interactions})
         self.groups = tuple(
             tuple(t for t in group if t in self.interactions)
@@ -195,9 +217,7 @@ class AllNeuronSelfAttention(nn.Module):
         shape = v.shape
         t, b, c, h, w = shape
         heads = (t * b, self.num_heads, c // self.num_heads, h * w)
-        terms = all_neuron_attention(
-            q.reshape(heads), k.reshape(heads), v.reshape(heads), self.interactions, self.scale, self.method
-        )
+        terms = self.attention(q.reshape(heads), k.reshape(heads), v.reshape(heads))
         outs = {name: self.term_convs[name](self._merge_heads(o, shape)) for name, o in terms.items()}
         fused = torch.cat([_add(*(outs[name] for name in group)) for group in self.groups], dim=2)
         y = self.norm(self.fuse(fused) + v)

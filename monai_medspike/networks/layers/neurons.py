@@ -20,6 +20,8 @@ from monai.networks.layers.factories import Act, LayerFactory, split_args
 from spikingjelly.activation_based import neuron as sj_neuron
 from spikingjelly.activation_based import surrogate as sj_surrogate
 
+from monai_medspike.networks.layers.lean_lif import lean_lif_multi_step
+
 __all__ = [
     "DEFAULT_NEURON",
     "LIFNode",
@@ -65,18 +67,55 @@ def _lif_reference(
     return torch.stack(spikes)
 
 
-class LIFNode(sj_neuron.LIFNode):
-    """spikingjelly's ``LIFNode``; while tracing for TorchScript export its forward is written in plain torch ops.
+_LEAN_SURROGATES = {sj_surrogate.Sigmoid: "sigmoid", sj_surrogate.ATan: "atan"}
 
-    spikingjelly computes LIF with a custom operator (``sj_lif``) that a TorchScript file cannot carry, so an
-    exported model would not load where spikingjelly is not imported. The traced formula is the same (tested
-    against spikingjelly's output), and eager training and inference use spikingjelly unchanged.
+
+class LIFNode(sj_neuron.LIFNode):
+    """spikingjelly's ``LIFNode`` with a memory-lean training path and a traceable forward.
+
+    - ``lean=True`` (default): a forward from a resting membrane (what every network forward starts from) runs
+      :func:`~monai_medspike.networks.layers.lean_lif.lean_lif_multi_step`, which keeps one tensor for the
+      backward pass instead of spikingjelly's two; same spikes bit for bit, same gradients (tested). Settings it
+      does not cover (``detach_reset=False``, ``store_v_seq``, other surrogates, a membrane carried over from a
+      previous call) use spikingjelly.
+    - While tracing for TorchScript export the forward is written in plain torch ops: spikingjelly's custom
+      operator (``sj_lif``) cannot be carried by a TorchScript file.
+
+    Args:
+        lean: use the memory-lean path where it applies; False always uses spikingjelly.
+        args, kwargs: those of spikingjelly's ``LIFNode``.
     """
+
+    def __init__(self, *args: Any, lean: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lean = lean
+
+    def _lean_surrogate(self) -> str | None:
+        surrogate = self.surrogate_function
+        kind = _LEAN_SURROGATES.get(type(surrogate))
+        return kind if kind is not None and getattr(surrogate, "spiking", True) else None
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args: torch.Tensor, **kwargs: object) -> torch.Tensor:
         if torch.jit.is_tracing():
             tau = self.tau
             return _lif_reference(x_seq, lambda a: a / tau, self.v_threshold, self.v_reset, self.decay_input)
+        kind = self._lean_surrogate()
+        if (
+            self.lean
+            and not args
+            and not kwargs
+            and kind is not None
+            and self.detach_reset
+            and not self.store_v_seq
+            and isinstance(self.v, float)  # at rest: reset since the last call
+            and getattr(self, "_neuron_precision", None) is None
+        ):
+            spikes, v = lean_lif_multi_step(
+                x_seq, self.tau, self.v_threshold, self.v_reset, self.decay_input, kind, self.surrogate_function.alpha
+            )
+            self.v = v
+            self.v_seq = None
+            return spikes
         return super().multi_step_forward(x_seq, *args, **kwargs)
 
 
@@ -143,7 +182,8 @@ def get_neuron_layer(spec: str | tuple[str, Mapping[str, Any]] = DEFAULT_NEURON)
         spec: ``"lif"``, ``"plif"`` or a ``(name, kwargs)`` pair. Keywords (defaults in brackets):
             ``tau`` [2.0] (for ``plif`` the initial tau), ``v_threshold`` [1.0], ``v_reset`` [0.0; ``None`` gives a
             soft reset by subtraction], ``detach_reset`` [True], ``decay_input`` [True],
-            ``surrogate`` [``("sigmoid", {"alpha": 4.0})``].
+            ``surrogate`` [``("sigmoid", {"alpha": 4.0})``]; ``lif`` also takes ``lean`` [True: the memory-lean
+            training path of :class:`LIFNode`; False: spikingjelly's].
 
     Returns:
         a spikingjelly neuron in ``step_mode="m"``: input ``(T, B, ...)``, output spikes in {0, 1}, same shape.
@@ -159,7 +199,7 @@ def get_neuron_layer(spec: str | tuple[str, Mapping[str, Any]] = DEFAULT_NEURON)
     name, kwargs = split_args(spec)
     key = _check_name(Neuron, name, "neuron")
     kwargs = dict(kwargs)
-    valid = {"tau", *_COMMON_DEFAULTS}
+    valid = {"tau", *_COMMON_DEFAULTS} | ({"lean"} if key == "LIF" else set())
     unknown = set(kwargs) - valid
     if unknown:
         raise ValueError(f"neuron {name!r}: unknown keyword(s) {sorted(unknown)}; valid keywords are {sorted(valid)}.")
@@ -171,8 +211,10 @@ def get_neuron_layer(spec: str | tuple[str, Mapping[str, Any]] = DEFAULT_NEURON)
     v_reset = params["v_reset"]
     if v_reset is not None and not float(v_reset) < v_threshold:
         raise ValueError(f"neuron {name!r}: v_reset ({v_reset}) must be below v_threshold ({v_threshold}).")
+    extra = {"lean": bool(params.pop("lean"))} if "lean" in params else {}
     return Neuron[key](
         **{_TAU_KEYWORD[key]: tau},
+        **extra,
         v_threshold=v_threshold,
         v_reset=None if v_reset is None else float(v_reset),
         detach_reset=bool(params["detach_reset"]),

@@ -1,0 +1,97 @@
+"""The memory-lean LIF path: same spikes and gradients as spikingjelly, one stored tensor instead of two."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from spikingjelly.activation_based import functional
+
+from monai_medspike.networks.layers import get_neuron_layer
+from monai_medspike.networks.layers.lean_lif import lean_lif_multi_step, surrogate_derivative
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward pass while ``fn`` runs."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
+def run(layer: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    functional.reset_net(layer)
+    x = x.clone().requires_grad_(True)
+    out = layer(x)
+    out.backward(grad)
+    return out.detach(), x.grad
+
+
+@pytest.mark.parametrize("surrogate", [("sigmoid", {"alpha": 4.0}), ("atan", {"alpha": 2.0})])
+@pytest.mark.parametrize("v_reset", [0.0, None, -0.2])
+@pytest.mark.parametrize("decay_input", [True, False])
+def test_lean_path_matches_spikingjelly_spikes_and_gradients(surrogate, v_reset, decay_input):
+    torch.manual_seed(0)
+    # inputs around the threshold so that spikes, resets and silent steps all occur
+    x = torch.randn(6, 3, 5, 7) * 0.8 + (1.1 if decay_input else 0.6)
+    grad = torch.randn_like(x)
+    spec = {"tau": 3.0, "v_reset": v_reset, "decay_input": decay_input, "surrogate": surrogate}
+    lean = get_neuron_layer(("lif", {**spec, "lean": True}))
+    reference = get_neuron_layer(("lif", {**spec, "lean": False}))
+    out, gx = run(lean, x, grad)
+    ref_out, ref_gx = run(reference, x, grad)
+    assert torch.equal(out, ref_out)  # bit for bit
+    assert 0.05 < float(out.mean()) < 0.95
+    torch.testing.assert_close(gx, ref_gx, rtol=1e-5, atol=1e-6)
+    # the final membrane potential is kept as spikingjelly keeps it
+    torch.testing.assert_close(lean.v, reference.v)
+
+
+def test_gradient_matches_a_hand_computation():
+    # tau 2, threshold 1, hard reset, one neuron, inputs 1.5, 1.5: H1 = 0.75 (silent), H2 = 1.125 (spike)
+    x = torch.tensor([[1.5], [1.5]], requires_grad=True)
+    spikes, _ = lean_lif_multi_step(x, tau=2.0, surrogate="sigmoid", alpha=4.0)
+    assert spikes.flatten().tolist() == [0.0, 1.0]
+    spikes.sum().backward()
+    g1, g2 = (float(surrogate_derivative("sigmoid", 4.0, torch.tensor(h - 1.0))) for h in (0.75, 1.125))
+    # dL/dH2 = g2; dL/dH1 = g1 + dL/dH2 * (1 - 1/tau) * (1 - S1) with S1 = 0; dX = dH / tau
+    expected = [(g1 + g2 * 0.5) / 2.0, g2 / 2.0]
+    torch.testing.assert_close(x.grad.flatten(), torch.tensor(expected))
+
+
+def test_lean_path_keeps_one_tensor_for_backward_and_spikingjelly_keeps_two():
+    x = torch.randn(4, 2, 8, 16, 16, requires_grad=True)
+    size = x.numel() * x.element_size()
+    assert saved_bytes(lambda: get_neuron_layer(("lif", {"lean": True}))(x)) == size
+    assert saved_bytes(lambda: get_neuron_layer(("lif", {"lean": False}))(x)) == 2 * size
+
+
+def test_settings_the_lean_path_does_not_cover_fall_back_to_spikingjelly():
+    torch.manual_seed(1)
+    x = torch.randn(4, 2, 6) + 0.5
+    grad = torch.randn_like(x)
+    for spec in ({"detach_reset": False}, {"lean": False}):
+        layer = get_neuron_layer(("lif", spec))
+        out, gx = run(layer, x, grad)
+        ref = get_neuron_layer(("lif", {**spec, "lean": False}))
+        ref_out, ref_gx = run(ref, x, grad)
+        assert torch.equal(out, ref_out)
+        torch.testing.assert_close(gx, ref_gx)
+    # a membrane carried over from a previous call (no reset in between) continues from that membrane
+    layer = get_neuron_layer("lif")
+    first = layer(torch.full((1, 1), 0.8))  # H = 0.4, no spike, V = 0.4
+    second = layer(torch.full((1, 1), 1.3))  # H = 0.4 + (1.3 - 0.4) / 2 = 0.85: silent only if V was carried
+    assert first.item() == 0.0 and second.item() == 0.0
+    functional.reset_net(layer)
+    assert layer(torch.full((1, 1), 2.0)).item() == 1.0
+
+
+def test_lean_is_only_a_lif_keyword():
+    with pytest.raises(ValueError, match="unknown keyword"):
+        get_neuron_layer(("plif", {"lean": True}))
+    with pytest.raises(ValueError, match="surrogate must be"):
+        surrogate_derivative("relu", 1.0, torch.zeros(1))

@@ -1,0 +1,42 @@
+"""python -m monai_medspike.energy on a bundle: per-layer table, comparison with the ANN twin and MONAI U-Nets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from monai_medspike.energy.__main__ import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["isic2018", "covid"])
+def test_energy_report_of_a_bundle(name, tmp_path, capsys):
+    out = tmp_path / "energy.json"
+    md = tmp_path / "energy.md"
+    args = ["--bundle", str(REPO / "bundles" / name), "--output_root", str(tmp_path / "outputs"), "--images", "2"]
+    assert main([*args, "--image_size", "32", "32", "--json", str(out), "--markdown", str(md)]) == 0
+    text = capsys.readouterr().out
+    assert "untrained" in text and "MONAI BasicUNet" in text and "total" in text
+    report = json.loads(out.read_text())
+    assert report["images"] == 2 and report["image_size"] == [32, 32]
+    rows = {row["network"]: row for row in report["comparison"]}
+    spiking = next(n for n in rows if n.startswith("MedSpikeFormer (spiking"))
+    assert rows[spiking]["energy_ratio"] == 1.0
+    for other in ("MedSpikeFormer ANN twin (T=1)", "MONAI BasicUNet", "MONAI UNet"):
+        assert rows[other]["sops"] == 0 and rows[other]["macs"] > 0  # MACs only
+        expected = rows[other]["energy_mj"] / rows[spiking]["energy_mj"]
+        assert rows[other]["energy_ratio"] == pytest.approx(expected)
+    layers = report["reports"][spiking]["layers"]
+    assert {layer["input"] for layer in layers} == {"spikes", "real"}
+    energy = sum(layer["energy"] for layer in layers)
+    assert energy * 1e3 == pytest.approx(rows[spiking]["energy_mj"])
+    assert all(len(rates) == 4 for rates in report["firing_rates"].values())  # T = 4 per neuron layer
+    assert "| MONAI UNet |" in md.read_text()
+
+
+def test_a_folder_that_is_not_a_bundle_is_named(tmp_path, capsys):
+    assert main(["--bundle", str(tmp_path)]) == 2
+    assert f"--bundle {tmp_path}: no configs/train.json" in capsys.readouterr().err
