@@ -31,15 +31,49 @@ __all__ = ["lean_lif_multi_step", "surrogate_derivative"]
 def surrogate_derivative(kind: str, alpha: float, x: torch.Tensor) -> torch.Tensor:
     """Derivative of spikingjelly's ``Sigmoid`` (``alpha sig(alpha x)(1 - sig(alpha x))``) or ``ATan`` surrogate.
 
+    Returns a new tensor (``x`` is not changed).
+
     Raises:
         ValueError: ``kind`` is not ``"sigmoid"`` or ``"atan"``.
     """
     if kind == "sigmoid":
         s = torch.sigmoid(alpha * x)
-        return alpha * s * (1.0 - s)
+        return s.mul_(1.0 - s).mul_(alpha)
     if kind == "atan":
-        return (alpha / 2.0) / (1.0 + (math.pi / 2.0 * alpha * x) ** 2)
+        return ((math.pi / 2.0 * alpha) * x).square_().add_(1.0).reciprocal_().mul_(alpha / 2.0)
     raise ValueError(f"surrogate must be 'sigmoid' or 'atan', got {kind!r}.")
+
+
+def _forward(
+    x_seq: torch.Tensor, tau: float, v_threshold: float, v_reset: float | None, decay_input: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(spikes, H, V_T)``, written step by step into two preallocated tensors (five elementwise passes)."""
+    rest = 0.0 if v_reset is None else v_reset
+    h_seq = torch.empty_like(x_seq)
+    spikes = torch.empty_like(x_seq)
+    v = None  # the resting membrane, a constant at t = 0
+    for t in range(x_seq.shape[0]):
+        h, s = h_seq[t], spikes[t]
+        # written as spikingjelly's operator writes it, V + (X - (V - V_r)) / tau, so the rounding is the same
+        if v is None and rest != 0.0:
+            v = torch.full_like(x_seq[0], rest)
+        if v is None:
+            torch.div(x_seq[t], tau, out=h) if decay_input else h.copy_(x_seq[t])
+        elif decay_input:
+            torch.sub(x_seq[t], v - rest if rest != 0.0 else v, out=h).div_(tau).add_(v)
+        else:
+            torch.sub(v, (v - rest if rest != 0.0 else v) / tau, out=h).add_(x_seq[t])
+        if v_reset is None:  # soft reset: V = H - V_th S
+            torch.ge(h, v_threshold, out=s)
+            v = torch.add(h, s, alpha=-v_threshold)
+        elif rest == 0.0:  # hard reset to 0: V = H - H S, exactly H (1 - S) + 0 S
+            torch.ge(h, v_threshold, out=s)
+            v = torch.addcmul(h, h, s, value=-1.0)
+        else:
+            fired = h >= v_threshold
+            s.copy_(fired)
+            v = torch.where(fired, rest, h)
+    return spikes, h_seq, v
 
 
 class _LeanLIF(torch.autograd.Function):
@@ -54,39 +88,32 @@ class _LeanLIF(torch.autograd.Function):
         surrogate: str,
         alpha: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        rest = 0.0 if v_reset is None else v_reset
-        h_seq = torch.empty_like(x_seq)
-        spikes = torch.empty_like(x_seq)
-        v = torch.full_like(x_seq[0], rest)
-        for t in range(x_seq.shape[0]):
-            # written as spikingjelly's operator writes it (same rounding)
-            h = v + (x_seq[t] - (v - rest)) / tau if decay_input else v - (v - rest) / tau + x_seq[t]
-            spike = (h >= v_threshold).to(x_seq.dtype)
-            v = h - spike * v_threshold if v_reset is None else h * (1.0 - spike) + rest * spike
-            h_seq[t] = h
-            spikes[t] = spike
-        ctx.save_for_backward(h_seq)
+        spikes, h_seq, v = _forward(x_seq, tau, v_threshold, v_reset, decay_input)
+        # the spikes are the next layer's input, which that layer keeps anyway: saving them costs no memory
+        ctx.save_for_backward(h_seq, spikes)
         ctx.settings = (tau, v_threshold, v_reset, decay_input, surrogate, alpha)
         ctx.mark_non_differentiable(v)
         return spikes, v
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_spikes: torch.Tensor, grad_v: torch.Tensor | None):
-        (h_seq,) = ctx.saved_tensors
+        h_seq, spikes = ctx.saved_tensors
         tau, v_threshold, v_reset, decay_input, surrogate, alpha = ctx.settings
-        grad_x = torch.empty_like(h_seq)
-        carry = torch.zeros_like(h_seq[0])  # dL/dV_t from the later steps
+        # dL/dS g'(H - V_th) for all steps at once; the recurrence then adds what flows back through V
+        if surrogate == "sigmoid":
+            sig = torch.sub(h_seq, v_threshold).mul_(alpha).sigmoid_()
+            grad_h = torch.ops.aten.sigmoid_backward(grad_spikes, sig).mul_(alpha)
+            del sig
+        else:
+            grad_h = surrogate_derivative(surrogate, alpha, h_seq - v_threshold).mul_(grad_spikes)
         keep = 1.0 - 1.0 / tau
-        for t in range(h_seq.shape[0] - 1, -1, -1):
-            h = h_seq[t]
-            grad_h = grad_spikes[t] * surrogate_derivative(surrogate, alpha, h - v_threshold)
-            if v_reset is None:
-                grad_h = grad_h + carry
+        through = None if v_reset is None else torch.rsub(spikes, 1.0)  # dV_t/dH_t = 1 - S_t (hard reset)
+        for t in range(h_seq.shape[0] - 2, -1, -1):
+            if through is None:
+                grad_h[t].add_(grad_h[t + 1], alpha=keep)
             else:
-                grad_h = grad_h + carry * (h < v_threshold).to(h.dtype)
-            grad_x[t] = grad_h / tau if decay_input else grad_h
-            carry = grad_h * keep
-        return grad_x, None, None, None, None, None, None
+                grad_h[t].addcmul_(grad_h[t + 1], through[t], value=keep)
+        return (grad_h.div_(tau) if decay_input else grad_h), None, None, None, None, None, None
 
 
 def lean_lif_multi_step(

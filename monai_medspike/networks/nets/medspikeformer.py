@@ -42,7 +42,8 @@ class MedSpikeFormer(nn.Module):
     The head averages over time and returns logits.
 
     ``forward`` resets every neuron first, so calls are independent: the same input gives the same output, and
-    sliding-window inference or a server never depends on the caller resetting state.
+    sliding-window inference or a server never depends on the caller resetting state. It resets them again at the
+    end, so no membrane tensors stay allocated between calls.
 
     Per-stage side mask logits (used by the distribution-alignment loss) come from
     :meth:`forward_with_side_outputs`; ``forward`` always returns one tensor. To train with the alignment loss in
@@ -193,7 +194,11 @@ class MedSpikeFormer(nn.Module):
             h = decoder(h)
             if i + 2 <= len(skips):
                 h = h + skips[-2 - i]
-        return self.head(h), sides
+        out = self.head(h)
+        if self.spiking and not torch.jit.is_tracing():
+            # the membranes left after the last step are not needed: free them now rather than at the next call
+            sj_functional.reset_net(self)
+        return out, sides
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Segment a batch of images.

@@ -50,6 +50,42 @@ def test_fused_is_exact_for_real_valued_ann_inputs():
         torch.testing.assert_close(got[term].double(), ref[term], rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("interactions", [INTERACTIONS, ("aa", "ii"), ("ai",), ("ia", "ii")])
+@pytest.mark.parametrize("spiking", [True, False])
+def test_fused_gradients_equal_those_of_the_float64_reference(interactions, spiking):
+    """The hand-written backward of the four-term fused form (and autograd of the subsets) against autograd."""
+    torch.manual_seed(0)
+    shape = (2, 3, 6, 40)
+    if spiking:
+        q, k, v = (random_spikes(*shape, rate=r) for r in (0.3, 0.2, 0.4))
+    else:
+        q, k, v = torch.rand(shape), torch.rand(shape), torch.randn(shape)
+    grads = {t: torch.randn(shape) for t in interactions}
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    got = all_neuron_attention(*leaves, interactions, 0.2)
+    torch.autograd.backward([got[t] for t in interactions], [grads[t] for t in interactions])
+    ref_leaves = [t.double().requires_grad_(True) for t in (q, k, v)]
+    ref = reference_terms(*ref_leaves, 0.2)
+    torch.autograd.backward([ref[t] for t in interactions], [grads[t].double() for t in interactions])
+    for leaf, ref_leaf in zip(leaves, ref_leaves, strict=True):
+        torch.testing.assert_close(leaf.grad.double(), ref_leaf.grad, rtol=1e-5, atol=1e-4)
+
+
+def test_fused_backward_passes_gradcheck_and_handles_unused_terms():
+    from monai_medspike.networks.blocks.and_attention import _FusedTerms
+
+    torch.manual_seed(1)
+    inputs = [torch.rand(3, 4, 5, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    assert torch.autograd.gradcheck(lambda q, k, v: _FusedTerms.apply(q, k, v, 0.7), inputs)
+    # only one term used downstream: the other output gradients arrive as None
+    q, k, v = (t.detach().float().requires_grad_(True) for t in inputs)
+    all_neuron_attention(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), scale=0.7)["ai"].sum().backward()
+    ref = [t.detach().double().requires_grad_(True) for t in inputs]
+    reference_terms(*ref, 0.7)["ai"].sum().backward()
+    torch.testing.assert_close(q.grad.double(), ref[0].grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(v.grad.double(), ref[2].grad, rtol=1e-5, atol=1e-5)
+
+
 def test_subset_of_interactions_returns_only_those_terms():
     q = k = v = random_spikes(1, 1, 4, 16)
     got = all_neuron_attention(q, k, v, ("ia", "aa"))

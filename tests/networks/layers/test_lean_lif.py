@@ -64,10 +64,14 @@ def test_gradient_matches_a_hand_computation():
 
 
 def test_lean_path_keeps_one_tensor_for_backward_and_spikingjelly_keeps_two():
-    x = torch.randn(4, 2, 8, 16, 16, requires_grad=True)
+    # a neuron feeding a layer: the layer keeps the spikes (its input) in both cases; the lean neuron adds H only
+    x = torch.randn(4, 2, 8, 16, requires_grad=True)
     size = x.numel() * x.element_size()
-    assert saved_bytes(lambda: get_neuron_layer(("lif", {"lean": True}))(x)) == size
-    assert saved_bytes(lambda: get_neuron_layer(("lif", {"lean": False}))(x)) == 2 * size
+    for lean, tensors in ((True, 2), (False, 3)):
+        layer = torch.nn.Linear(16, 16, bias=False)
+        neuron = get_neuron_layer(("lif", {"lean": lean}))
+        weight = layer.weight.numel() * layer.weight.element_size()
+        assert saved_bytes(lambda layer=layer, neuron=neuron: layer(neuron(x))) - weight == tensors * size
 
 
 def test_settings_the_lean_path_does_not_cover_fall_back_to_spikingjelly():

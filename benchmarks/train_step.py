@@ -1,0 +1,223 @@
+"""Train-step and inference time and memory of MedSpikeFormer against its ANN twin and MONAI networks.
+
+Usage::
+
+    python benchmarks/train_step.py [--size 256] [--batch 1] [--time-steps 1 2 4] [--rounds 3] [--steps 2]
+        [--device auto] [--lif lean|spikingjelly|both] [--out benchmarks/results/train_step.json]
+
+Cases (each in a fresh process, so no memory is carried from one to the next; ``--rounds`` rounds over all cases,
+``--steps`` timed steps per case and round after a warm-up step; medians over all timed steps):
+
+- ``spiking T=t, batch B``: MedSpikeFormer with ``t`` time steps;
+- ``ANN twin, batch B*t``: the floor: the same dense work (every layer sees ``B*t`` images) without neurons;
+- MONAI ``BasicUNet`` and ``SwinUNETR`` (2D) at batch ``B``.
+
+A train step is forward + Dice-CE loss + backward + Adam step; inference is an eval-mode forward without
+gradients. Memory: the bytes autograd saves for the backward pass (exact, any device), the increase of the
+process's peak resident memory over the first steps (CPU), and on CUDA the peak allocated memory of a train step.
+The key figures are the ratios ``spiking T=t / ANN twin B*t`` (time and memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from _bench import (
+    machine,
+    median,
+    peak_cuda_bytes,
+    pick_device,
+    saved_activation_bytes,
+    timed,
+    write_json,
+)
+from monai.losses import DiceCELoss
+from monai.networks.nets import BasicUNet, SwinUNETR
+
+from monai_medspike.networks.nets import MedSpikeFormer
+
+
+def _spiking(t: int, lean: bool) -> MedSpikeFormer:
+    return MedSpikeFormer(in_channels=1, out_channels=1, time_steps=t, neuron=("lif", {"lean": lean}))
+
+
+def _twin() -> MedSpikeFormer:
+    return MedSpikeFormer(in_channels=1, out_channels=1, time_steps=1, spiking=False)
+
+
+def build_cases(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every case: a name, a network factory, its batch size and how the ratio pairs it."""
+    cases: list[dict[str, Any]] = []
+    lif_kinds = {"lean": [True], "spikingjelly": [False], "both": [True, False]}[args.lif]
+    for t in args.time_steps:
+        for lean in lif_kinds:
+            tag = "" if args.lif != "both" else (" lean LIF" if lean else " spikingjelly LIF")
+            cases.append({"name": f"spiking T={t}{tag}", "make": lambda t=t, lean=lean: _spiking(t, lean),
+                          "batch": args.batch, "floor": f"ANN twin batch {args.batch * t}"})  # fmt: skip
+        cases.append({"name": f"ANN twin batch {args.batch * t}", "batch": args.batch * t, "make": _twin})
+    if not args.no_monai:
+        cases.append({"name": "MONAI BasicUNet", "make": lambda: BasicUNet(2, 1, 1), "batch": args.batch})
+        cases.append({"name": "MONAI SwinUNETR 2D", "batch": args.batch,
+                      "make": lambda: SwinUNETR(1, 1, spatial_dims=2, feature_size=24)})  # fmt: skip
+    unique = {}
+    for case in cases:
+        unique.setdefault(case["name"], case)
+    return list(unique.values())
+
+
+def _step_fns(case: dict[str, Any], size: int, device: torch.device) -> tuple[Callable, Callable, Callable]:
+    net = case["make"]().to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+    loss_fn = DiceCELoss(sigmoid=True)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(case["batch"], 1, size, size, generator=generator).to(device)
+    y = (torch.rand(case["batch"], 1, size, size, generator=generator) > 0.7).float().to(device)
+
+    def forward_loss() -> torch.Tensor:
+        return loss_fn(net(x), y)
+
+    def train() -> None:
+        net.train()
+        optimizer.zero_grad(set_to_none=True)
+        forward_loss().backward()
+        optimizer.step()
+
+    def infer() -> None:
+        net.eval()
+        with torch.no_grad():
+            net(x)
+
+    def saved() -> int:
+        net.train()
+        return saved_activation_bytes(forward_loss)
+
+    return train, infer, saved
+
+
+def worker(args: argparse.Namespace) -> dict[str, Any]:
+    """One case in this (fresh) process: memory, one warm-up step, then ``--steps`` timed train and infer steps."""
+    device = pick_device(args.device)
+    torch.manual_seed(0)
+    case = next(c for c in build_cases(args) if c["name"] == args.worker)
+    train, infer, saved = _step_fns(case, args.size, device)
+    baseline = _rss_mib()
+    saved_mib = saved() / 2**20
+    peak_cuda = peak_cuda_bytes(train, device)
+    infer()
+    out = {
+        "saved_activation_mib": saved_mib,
+        "peak_train_mib": None if peak_cuda is None else peak_cuda / 2**20,
+        "peak_rss_increase_mib": _peak_rss_mib() - baseline,
+        "train_s": [timed(train, device) for _ in range(args.steps)],
+        "infer_s": [timed(infer, device) for _ in range(args.steps)],
+    }
+    return out
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every case in its own process (no memory carried over), interleaved over ``--rounds`` rounds."""
+    device = pick_device(args.device)
+    cases = build_cases(args)
+    results: dict[str, dict[str, Any]] = {c["name"]: {"batch": c["batch"], "train_s": [], "infer_s": []} for c in cases}
+    passthrough = ["--size", str(args.size), "--batch", str(args.batch), "--lif", args.lif, "--device", args.device,
+                   "--steps", str(args.steps), "--time-steps", *map(str, args.time_steps)]  # fmt: skip
+    if args.no_monai:
+        passthrough.append("--no-monai")
+    for rnd in range(args.rounds):
+        for case in cases:
+            proc = subprocess.run(
+                [sys.executable, __file__, "--worker", case["name"], *passthrough],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if proc.returncode != 0:
+                raise RuntimeError(f"case {case['name']!r} failed:\n{proc.stderr[-3000:]}")
+            got = json.loads(proc.stdout.strip().splitlines()[-1])
+            r = results[case["name"]]
+            r["train_s"] += got["train_s"]
+            r["infer_s"] += got["infer_s"]
+            for key in ("saved_activation_mib", "peak_train_mib"):
+                r[key] = got[key]
+            r.setdefault("peak_rss_increase_mib_runs", []).append(got["peak_rss_increase_mib"])
+        print(f"round {rnd + 1}/{args.rounds} done", flush=True)
+    for r in results.values():
+        r["train_median_s"] = median(r["train_s"])
+        r["infer_median_s"] = median(r["infer_s"])
+        r["peak_rss_increase_mib"] = median(r.pop("peak_rss_increase_mib_runs"))
+    ratios = {}
+    for case in cases:
+        floor = case.get("floor")
+        if floor and floor in results:
+            a, b = results[case["name"]], results[floor]
+            ratios[case["name"]] = {
+                "vs": floor,
+                "train_time": a["train_median_s"] / b["train_median_s"],
+                "infer_time": a["infer_median_s"] / b["infer_median_s"],
+                "saved_activations": a["saved_activation_mib"] / b["saved_activation_mib"],
+                "peak_rss_increase": a["peak_rss_increase_mib"] / b["peak_rss_increase_mib"],
+                "peak_train_memory": (a["peak_train_mib"] / b["peak_train_mib"]) if a["peak_train_mib"] else None,
+            }
+    return {"settings": vars(args), "machine": machine(device), "results": results, "ratios": ratios}
+
+
+def report(payload: dict[str, Any]) -> str:
+    lines = [
+        f"{'case':<34} {'batch':>5} {'train s':>9} {'infer s':>9} {'saved MiB':>10} {'RSS+ MiB':>9} {'CUDA MiB':>9}",
+    ]
+    for name, r in payload["results"].items():
+        peak = f"{r['peak_train_mib']:.0f}" if r["peak_train_mib"] is not None else "-"
+        lines.append(
+            f"{name:<34} {r['batch']:>5} {r['train_median_s']:>9.3f} {r['infer_median_s']:>9.3f} "
+            f"{r['saved_activation_mib']:>10.0f} {r['peak_rss_increase_mib']:>9.0f} {peak:>9}"
+        )
+    lines.append("")
+    lines.append(f"{'ratio':<34} {'vs':<18} {'train':>6} {'infer':>6} {'saved':>6} {'RSS+':>6} {'CUDA':>6}")
+    for name, r in payload["ratios"].items():
+        peak = f"{r['peak_train_memory']:.2f}" if r["peak_train_memory"] else "-"
+        lines.append(
+            f"{name:<34} {r['vs']:<18} {r['train_time']:>6.2f} {r['infer_time']:>6.2f} "
+            f"{r['saved_activations']:>6.2f} {r['peak_rss_increase']:>6.2f} {peak:>6}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", type=int, default=256, help="image height and width (default 256)")
+    p.add_argument("--batch", type=int, default=1, help="batch B of the spiking net (default 1)")
+    p.add_argument("--time-steps", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--rounds", type=int, default=3, help="rounds over all cases, one fresh process per case each")
+    p.add_argument("--steps", type=int, default=2, help="timed steps per case and round (after one warm-up)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:i]")
+    p.add_argument("--lif", choices=("lean", "spikingjelly", "both"), default="lean",
+                   help="LIF implementation of the spiking cases (both: before/after side by side)")  # fmt: skip
+    p.add_argument("--no-monai", action="store_true", help="skip BasicUNet and SwinUNETR")
+    p.add_argument("--out", help="JSON file (default benchmarks/results/train_step.json)")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    payload = run(args)
+    print(report(payload))
+    print(f"wrote {write_json(payload, args.out, 'train_step.json')}")
+
+
+if __name__ == "__main__":
+    main()
