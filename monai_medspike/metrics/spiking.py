@@ -95,7 +95,8 @@ class FiringRateMonitor:
             if not self.active:
                 return
             out = output.detach()
-            per_step = out.reshape(out.shape[0], -1).sum(dim=1).double().cpu()
+            # summed on the network's device (no synchronisation per layer); moved to the CPU in rates()
+            per_step = out.reshape(out.shape[0], -1).sum(dim=1, dtype=torch.float64)
             if name in self._spikes and self._spikes[name].shape == per_step.shape:
                 self._spikes[name] += per_step
             else:
@@ -110,7 +111,7 @@ class FiringRateMonitor:
 
     def rates(self) -> dict[str, torch.Tensor]:
         """``{layer: (T,) firing rate at each time step}`` for the layers that ran, in network order."""
-        return {n: self._spikes[n] / self._counts[n] for n in self.layers if self._counts.get(n)}
+        return {n: self._spikes[n].cpu() / self._counts[n] for n in self.layers if self._counts.get(n)}
 
     def mean_rates(self) -> dict[str, float]:
         """``{layer: firing rate averaged over time steps}``."""
