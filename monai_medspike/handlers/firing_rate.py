@@ -10,21 +10,16 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 
-from monai_medspike.metrics.spiking import FiringRateMonitor
+from monai_medspike.metrics.spiking import FiringRateMonitor, strip_wrappers
 from monai_medspike.networks.layers import is_neuron
 
 __all__ = ["FiringRateHandler", "neuron_groups"]
 
 logger = logging.getLogger(__name__)
 
-_WRAPPERS = ("module", "student")  # DistributedDataParallel and DistributionAlignmentNet prefixes
-
 
 def _group(name: str, depth: int) -> str:
-    parts = name.split(".")
-    while parts and parts[0] in _WRAPPERS:
-        parts = parts[1:]
-    return ".".join(parts[:depth])
+    return ".".join(strip_wrappers(name).split(".")[:depth])
 
 
 def neuron_groups(network: torch.nn.Module, depth: int = 2) -> dict[str, list[torch.nn.Module]]:
@@ -94,10 +89,10 @@ class FiringRateHandler:
         """Firing rate of each group since the last epoch end."""
         spikes: dict[str, float] = defaultdict(float)
         steps: dict[str, int] = defaultdict(int)
-        for name, per_step in self.monitor._spikes.items():
+        for name, (layer_spikes, layer_steps) in self.monitor.layer_totals().items():
             group = self.layer_group[name]
-            spikes[group] += float(per_step.sum())
-            steps[group] += self.monitor._counts[name] * len(per_step)
+            spikes[group] += layer_spikes
+            steps[group] += layer_steps
         return {g: spikes[g] / steps[g] for g in self.groups if steps.get(g)}
 
     def epoch_completed(self, engine: Engine) -> None:

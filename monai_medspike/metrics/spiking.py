@@ -47,7 +47,8 @@ E_AC: float = 0.9e-12
 _WRAPPERS = ("module", "student")  # DistributedDataParallel and DistributionAlignmentNet prefixes
 
 
-def _strip(name: str) -> str:
+def strip_wrappers(name: str) -> str:
+    """A module name without the prefixes of DDP (``module.``) and ``DistributionAlignmentNet`` (``student.``)."""
     parts = name.split(".")
     while parts and parts[0] in _WRAPPERS:
         parts = parts[1:]
@@ -79,9 +80,9 @@ class FiringRateMonitor:
 
     def __init__(self, network: nn.Module) -> None:
         self.layers = {
-            _strip(name): module
+            strip_wrappers(name): module
             for name, module in network.named_modules()
-            if is_neuron(module) and not _strip(name).startswith("teacher.")
+            if is_neuron(module) and not strip_wrappers(name).startswith("teacher.")
         }
         if not self.layers:
             raise ValueError("network has no spiking neurons: firing rates need a spiking network.")
@@ -117,11 +118,14 @@ class FiringRateMonitor:
         """``{layer: firing rate averaged over time steps}``."""
         return {n: float(r.mean()) for n, r in self.rates().items()}
 
+    def layer_totals(self) -> dict[str, tuple[float, int]]:
+        """``{layer: (spikes, neuron-steps)}`` counted so far, for the layers that ran."""
+        return {n: (float(self._spikes[n].sum()), self._counts[n] * len(self._spikes[n])) for n in self.rates()}
+
     def totals(self) -> tuple[float, int]:
         """All spikes counted and all neuron-steps counted (their ratio is the overall firing rate)."""
-        spikes = sum(float(self._spikes[n].sum()) for n in self._counts)
-        steps = sum(self._counts[n] * len(self._spikes[n]) for n in self._counts)
-        return spikes, steps
+        per_layer = self.layer_totals().values()
+        return sum(s for s, _ in per_layer), sum(n for _, n in per_layer)
 
     def remove(self) -> None:
         """Remove the forward hooks."""
@@ -294,7 +298,7 @@ def count_operations(
         raise ValueError(f"images must be a batch (B, C, *spatial), got shape {tuple(images.shape)}.")
     batch = images.shape[0]
     raw: list[tuple[str, str, str, float | None, float, float]] = []
-    names = {id(m): _strip(n) for n, m in network.named_modules()}
+    names = {id(m): strip_wrappers(n) for n, m in network.named_modules()}
 
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         x = inputs[0]

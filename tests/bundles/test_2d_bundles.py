@@ -16,7 +16,7 @@ from PIL import Image
 
 from monai_medspike.bundle import load_weights
 from monai_medspike.networks.nets import MedSpikeFormer
-from tests.bundles.test_covid_bundle import REPO, bundle, run_folder
+from tests.bundles.test_covid_bundle import REPO, bundle, export, run_folder
 
 BUNDLES = ("isic2018", "kvasir", "busi", "monuseg")
 FAST = ["--epochs", "1", "--image_size", "[32, 32]"]
@@ -59,12 +59,7 @@ def test_train_evaluate_infer_on_demo_data(name, tmp_path):
     assert after["best"]["best_metric"] >= before["best"]["best_metric"]
 
     # TorchScript export of the student matches the checkpointed network
-    ts_file = tmp_path / "model.ts"
-    bundle(
-        "ckpt_export", "network_def", "--filepath", str(ts_file), "--ckpt_file", str(student),
-        "--meta_file", str(configs / "metadata.json"), "--config_file", str(configs / "train.json"),
-        "--key_in_ckpt", "model", "--use_trace", "True", "--input_shape", "[1, 3, 32, 32]",
-    )  # fmt: skip
+    ts_file = export(configs, student, tmp_path / "model.ts", channels=3)
     x = torch.rand(2, 3, 32, 32)
     net = load_weights(MedSpikeFormer(in_channels=3), str(student)).eval()
     with torch.no_grad():

@@ -46,6 +46,16 @@ def trained(tmp_path_factory) -> Path:
     return out
 
 
+def export(configs: Path, ckpt: Path, ts_file: Path, channels: int) -> Path:
+    """``ckpt_export --use_trace`` of a bundle's network_def with ``ckpt`` at 32 x 32; returns ``ts_file``."""
+    bundle(
+        "ckpt_export", "network_def", "--filepath", str(ts_file), "--ckpt_file", str(ckpt),
+        "--meta_file", str(configs / "metadata.json"), "--config_file", str(configs / "train.json"),
+        "--key_in_ckpt", "model", "--use_trace", "True", "--input_shape", f"[1, {channels}, 32, 32]",
+    )  # fmt: skip
+    return ts_file
+
+
 def run_folder(root: Path, phase: str) -> Path:
     runs = sorted(root.glob(f"{phase}-*"))
     assert len(runs) == 1, runs
@@ -157,12 +167,7 @@ def test_inference_writes_nifti_with_the_input_geometry(trained):
 @pytest.mark.slow
 def test_ckpt_export_trace_matches_the_checkpoint(trained, tmp_path):
     ckpt = run_folder(trained, "student") / "model.pt"
-    ts_file = tmp_path / "model.ts"
-    bundle(
-        "ckpt_export", "network_def", "--filepath", str(ts_file), "--ckpt_file", str(ckpt),
-        "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "train.json"),
-        "--key_in_ckpt", "model", "--use_trace", "True", "--input_shape", "[1, 1, 32, 32]",
-    )  # fmt: skip
+    ts_file = export(CONFIGS, ckpt, tmp_path / "model.ts", channels=1)
     x = torch.rand(2, 1, 32, 32)
     torch.save(x, tmp_path / "x.pt")
     # the exported file runs where neither spikingjelly nor monai_medspike is imported
