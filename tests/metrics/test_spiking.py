@@ -96,20 +96,21 @@ def test_zero_input_spikes_give_zero_rate_and_no_operations():
     assert monitor.rates()["0"].tolist() == [0.0] * 4
 
 
-def test_monitor_rates_per_time_step_match_the_neuron_dynamics():
+def test_monitor_rates_per_time_step_match_the_neuron_dynamics(device):
     # tau 2, threshold 1: constant input 1.5 spikes at steps 2 and 4 (H = 0.75, 1.125, 0.75, 1.125)
-    net = nn.Sequential(get_neuron_layer("lif"))
+    net = nn.Sequential(get_neuron_layer("lif")).to(device)
     with FiringRateMonitor(net) as monitor:
-        net(torch.cat([torch.full((4, 1, 2), 1.5), torch.zeros(4, 1, 2)], dim=1))  # half the neurons silent
+        x = torch.cat([torch.full((4, 1, 2), 1.5), torch.zeros(4, 1, 2)], dim=1).to(device)
+        net(x)  # half the neurons silent
     torch.testing.assert_close(monitor.rates()["0"], torch.tensor([0.0, 0.5, 0.0, 0.5], dtype=torch.float64))
     assert monitor.mean_rates()["0"] == pytest.approx(0.25)
     assert monitor.totals() == (4.0, 16)
 
 
-def test_the_spiking_network_counts_spikes_where_its_layers_receive_them():
+def test_the_spiking_network_counts_spikes_where_its_layers_receive_them(device):
     torch.manual_seed(0)
-    net = small_net(in_channels=1)
-    report = count_operations(net, torch.rand(2, 1, 32, 32))
+    net = small_net(in_channels=1).to(device)
+    report = count_operations(net, torch.rand(2, 1, 32, 32, device=device))
     kinds = {layer.name: layer.input for layer in report.layers}
     assert kinds["stages.0.embed.module.0"] == "real"  # the image itself
     assert kinds["stages.0.attention.term_convs.aa.pointwise.module"] == "spikes"  # after a neuron

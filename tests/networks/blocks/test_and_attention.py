@@ -27,9 +27,9 @@ def random_spikes(*shape, rate=0.3):
 
 @pytest.mark.parametrize("method", ["fused", "direct"])
 @pytest.mark.parametrize("shape, rate", [((2, 4, 8, 64), 0.3), ((3, 2, 16, 4096), 0.1), ((1, 1, 4, 9), 0.9)])
-def test_terms_match_float64_reference_on_random_spikes(method, shape, rate):
-    q, k = random_spikes(*shape, rate=rate), random_spikes(*shape, rate=rate)
-    v = random_spikes(*shape, rate=rate)
+def test_terms_match_float64_reference_on_random_spikes(method, shape, rate, device):
+    q, k = random_spikes(*shape, rate=rate).to(device), random_spikes(*shape, rate=rate).to(device)
+    v = random_spikes(*shape, rate=rate).to(device)
     scale = (shape[1] * shape[2]) ** -0.5
     got = all_neuron_attention(q, k, v, INTERACTIONS, scale, method=method)
     ref = reference_terms(q, k, v, scale)
@@ -52,7 +52,7 @@ def test_fused_is_exact_for_real_valued_ann_inputs():
 
 @pytest.mark.parametrize("interactions", [INTERACTIONS, ("aa", "ii"), ("ai",), ("ia", "ii")])
 @pytest.mark.parametrize("spiking", [True, False])
-def test_fused_gradients_equal_those_of_the_float64_reference(interactions, spiking):
+def test_fused_gradients_equal_those_of_the_float64_reference(interactions, spiking, device):
     """The hand-written backward of the four-term fused form (and autograd of the subsets) against autograd."""
     torch.manual_seed(0)
     shape = (2, 3, 6, 40)
@@ -60,11 +60,11 @@ def test_fused_gradients_equal_those_of_the_float64_reference(interactions, spik
         q, k, v = (random_spikes(*shape, rate=r) for r in (0.3, 0.2, 0.4))
     else:
         q, k, v = torch.rand(shape), torch.rand(shape), torch.randn(shape)
-    grads = {t: torch.randn(shape) for t in interactions}
-    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    grads = {t: torch.randn(shape, device=device) for t in interactions}
+    leaves = [t.clone().to(device).requires_grad_(True) for t in (q, k, v)]
     got = all_neuron_attention(*leaves, interactions, 0.2)
     torch.autograd.backward([got[t] for t in interactions], [grads[t] for t in interactions])
-    ref_leaves = [t.double().requires_grad_(True) for t in (q, k, v)]
+    ref_leaves = [t.to(device).double().requires_grad_(True) for t in (q, k, v)]
     ref = reference_terms(*ref_leaves, 0.2)
     torch.autograd.backward([ref[t] for t in interactions], [grads[t].double() for t in interactions])
     for leaf, ref_leaf in zip(leaves, ref_leaves, strict=True):

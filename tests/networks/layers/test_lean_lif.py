@@ -25,6 +25,7 @@ def saved_bytes(fn) -> int:
 
 def run(layer: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     functional.reset_net(layer)
+    layer.to(x.device)
     x = x.clone().requires_grad_(True)
     out = layer(x)
     out.backward(grad)
@@ -34,10 +35,10 @@ def run(layer: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor) -> tuple[to
 @pytest.mark.parametrize("surrogate", [("sigmoid", {"alpha": 4.0}), ("atan", {"alpha": 2.0})])
 @pytest.mark.parametrize("v_reset", [0.0, None, -0.2])
 @pytest.mark.parametrize("decay_input", [True, False])
-def test_lean_path_matches_spikingjelly_spikes_and_gradients(surrogate, v_reset, decay_input):
+def test_lean_path_matches_spikingjelly_spikes_and_gradients(surrogate, v_reset, decay_input, device):
     torch.manual_seed(0)
     # inputs around the threshold so that spikes, resets and silent steps all occur
-    x = torch.randn(6, 3, 5, 7) * 0.8 + (1.1 if decay_input else 0.6)
+    x = (torch.randn(6, 3, 5, 7) * 0.8 + (1.1 if decay_input else 0.6)).to(device)
     grad = torch.randn_like(x)
     spec = {"tau": 3.0, "v_reset": v_reset, "decay_input": decay_input, "surrogate": surrogate}
     lean = get_neuron_layer(("lif", {**spec, "lean": True}))

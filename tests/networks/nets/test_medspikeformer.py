@@ -63,13 +63,13 @@ def test_spikes_inside_are_binary():
 
 
 @pytest.mark.parametrize("train", [True, False])
-def test_same_input_twice_gives_identical_output(train):
-    net = small_net().train(train)
-    x = torch.rand(2, 3, 32, 32)
+def test_same_input_twice_gives_identical_output(train, device):
+    net = small_net().train(train).to(device)
+    x = torch.rand(2, 3, 32, 32, device=device)
     with torch.no_grad():
         first = net(x)
         # a different batch size in between would break a net that keeps membrane state
-        net(torch.rand(1, 3, 64, 32))
+        net(torch.rand(1, 3, 64, 32, device=device))
         second = net(x)
     assert torch.equal(first, second)
 
@@ -143,11 +143,11 @@ def test_ssa_is_the_activated_only_attention():
     assert all(set(stage.attention.term_convs) == {"aa"} for stage in net.stages)
 
 
-def test_direct_and_fused_attention_give_the_same_network_output():
-    fused = small_net()
-    direct = small_net(attention_method="direct")
+def test_direct_and_fused_attention_give_the_same_network_output(device):
+    fused = small_net().to(device)
+    direct = small_net(attention_method="direct").to(device)
     direct.load_state_dict(fused.state_dict())
-    x = torch.rand(2, 3, 32, 32)
+    x = torch.rand(2, 3, 32, 32, device=device)
     torch.testing.assert_close(direct(x), fused(x), rtol=1e-4, atol=1e-4)
 
 
