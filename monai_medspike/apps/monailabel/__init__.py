@@ -1,0 +1,50 @@
+"""MONAI Label app serving the five local MedSpikeFormer bundles.
+
+The pieces that do not need MONAI Label (name-to-bundle mapping, input checks, the infer task's pre- and
+post-processing, the training datalist) live in :mod:`.bundles` and import without it. The app and its tasks are in
+:mod:`.app`, which needs ``pip install "monai-medspike[monailabel]"`` (its own environment: see
+``docs/monailabel.md``). The folder MONAI Label starts is :func:`app_dir`::
+
+    monailabel start_server --app "$(python -m monai_medspike.apps.monailabel)" --studies studies/ \\
+        --conf models all
+"""
+
+from __future__ import annotations
+
+from .bundles import (
+    MODELS,
+    BundleInfo,
+    CheckInputd,
+    app_dir,
+    bundle_info,
+    bundle_overrides,
+    check_input,
+    default_bundles_dir,
+    find_model,
+    infer_post_transforms,
+    insert_input_check,
+    load_bundle_config,
+    model_output_root,
+    reset_spiking_state,
+    resolve_models,
+    write_training_datalist,
+)
+
+__all__ = [
+    "MODELS",
+    "BundleInfo",
+    "CheckInputd",
+    "app_dir",
+    "bundle_info",
+    "bundle_overrides",
+    "check_input",
+    "default_bundles_dir",
+    "find_model",
+    "infer_post_transforms",
+    "insert_input_check",
+    "load_bundle_config",
+    "model_output_root",
+    "reset_spiking_state",
+    "resolve_models",
+    "write_training_datalist",
+]

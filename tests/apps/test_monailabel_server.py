@@ -1,0 +1,225 @@
+"""A real MONAI Label server with the app, over HTTP (runs in the MONAI Label environment; skipped elsewhere).
+
+``.ci/run`` builds that environment (``constraints/make_monailabel_env.sh``) and runs this file there. The server
+is started once for the module on 127.0.0.1 with a studies folder written here, and stopped at the end even when
+a test fails.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from monai_medspike.apps.monailabel import MODELS, app_dir
+from tests.apps.studies import AFFINE, make_studies, write_untrained_checkpoint
+
+pytest.importorskip("monailabel", reason="monailabel is installed only in the MONAI Label environment")
+requests = pytest.importorskip("requests")
+psutil = pytest.importorskip("psutil")
+
+pytestmark = pytest.mark.slow
+START_TIMEOUT_S = 300
+REQUEST_TIMEOUT_S = 600
+#: how much the server's resident memory may grow over 20 requests after two warm-up requests
+MEMORY_GROWTH_BOUND_MIB = 100
+
+
+class Server:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.paths = make_studies(root)
+        self.output_root = root / "outputs"
+        self.untrained = {
+            name: write_untrained_checkpoint(name, self.output_root / name) for name in ("covid", "kvasir")
+        }
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = root / "server.log"
+        env = dict(os.environ)
+        # the monailabel launcher runs `python -m monailabel.main`: this environment's python must come first
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        command = [
+            str(Path(sys.executable).parent / "monailabel"), "start_server", "--app", str(app_dir()),
+            "--studies", str(root / "studies"), "--conf", "models", "all",
+            "--conf", "output_root", str(self.output_root), "--host", "127.0.0.1", "--port", str(self.port),
+        ]  # fmt: skip
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True
+            )
+
+    def wait_until_up(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited ({self.process.returncode}):\n{self.tail()}")
+            try:
+                if requests.get(f"{self.url}/info/", timeout=5).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(1)
+        raise RuntimeError(f"the server did not answer within {START_TIMEOUT_S} s:\n{self.tail()}")
+
+    def tail(self, n: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:]) if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def infer(self, model: str, file: Path, output: str = "image") -> requests.Response:
+        with open(file, "rb") as f:
+            return requests.post(
+                f"{self.url}/infer/{model}", params={"output": output}, files={"file": (file.name, f)},
+                timeout=REQUEST_TIMEOUT_S,
+            )  # fmt: skip
+
+    def rss_mib(self) -> float:
+        proc = psutil.Process(self.process.pid)
+        return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("monailabel_server"))
+    try:
+        srv.wait_until_up()
+        yield srv
+    finally:
+        srv.stop()
+    assert srv.process.poll() is not None
+
+
+def up(server: Server) -> None:
+    """The server still answers after an error."""
+    assert requests.get(f"{server.url}/info/", timeout=30).status_code == 200
+
+
+def test_info_lists_the_five_models_and_trainers(server):
+    info = requests.get(f"{server.url}/info/", timeout=30).json()
+    assert list(info["models"]) == list(MODELS)
+    assert list(info["trainers"]) == list(MODELS)
+    assert info["models"]["covid"]["dimension"] == 3 and info["models"]["kvasir"]["dimension"] == 2
+    assert info["models"]["covid"]["labels"] == {"infection": 1}
+    assert info["models"]["kvasir"]["labels"] == {"polyp": 1}
+
+
+def test_covid_volume_returns_a_label_volume_with_its_shape_and_affine(server, tmp_path):
+    response = server.infer("covid", server.paths["chest0"])
+    assert response.status_code == 200, response.text
+    (tmp_path / "label.nii.gz").write_bytes(response.content)
+    label, source = nib.load(tmp_path / "label.nii.gz"), nib.load(server.paths["chest0"])
+    assert label.shape == source.shape
+    np.testing.assert_allclose(label.affine, AFFINE, atol=1e-4)
+    assert set(np.unique(np.asarray(label.dataobj))) <= {0, 1}
+    params = server.infer("covid", server.paths["chest0"], output="json").json()
+    assert params["label_names"] == {"background": 0, "infection": 1}
+    assert params["model_path"] == str(server.untrained["covid"])
+
+
+def test_kvasir_image_returns_a_mask_of_its_size(server):
+    response = server.infer("kvasir", server.paths["polyp0"])
+    assert response.status_code == 200, response.text
+    mask = Image.open(io.BytesIO(response.content))
+    assert mask.format == "PNG" and mask.size == Image.open(server.paths["polyp0"]).size
+    assert set(np.unique(np.asarray(mask))) <= {0, 1}
+
+
+def test_twenty_sequential_requests_give_identical_results_and_bounded_memory(server):
+    def mask() -> np.ndarray:
+        response = server.infer("kvasir", server.paths["polyp1"])
+        assert response.status_code == 200, response.text
+        return np.asarray(Image.open(io.BytesIO(response.content)))
+
+    first = [mask(), mask()]
+    before = server.rss_mib()
+    results = [mask() for _ in range(20)]
+    growth = server.rss_mib() - before
+    assert all(np.array_equal(r, first[0]) for r in [*first, *results])
+    assert growth < MEMORY_GROWTH_BOUND_MIB, f"server memory grew by {growth:.0f} MiB over 20 requests"
+
+
+def test_malformed_requests_get_clear_errors_and_the_server_keeps_serving(server, tmp_path):
+    response = server.infer("spleen", server.paths["polyp0"])
+    assert response.status_code == 404 and "unknown model 'spleen'" in response.json()["detail"]
+    assert "kvasir" in response.json()["detail"]
+    up(server)
+
+    garbage = tmp_path / "broken.png"
+    garbage.write_bytes(b"this is not a PNG file" * 20)
+    response = server.infer("kvasir", garbage)
+    assert response.status_code == 422
+    assert "model kvasir: the input could not be segmented" in response.json()["detail"]
+    assert "reader" in response.json()["detail"]
+    up(server)
+
+    two_channels = tmp_path / "two_channels.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((32, 32, 4, 2), np.int16), AFFINE), two_channels)
+    response = server.infer("covid", two_channels)
+    assert response.status_code == 422
+    assert "single-channel CT volume, got 2 channels" in response.json()["detail"]
+    up(server)
+
+    response = server.infer("busi", server.paths["polyp0"])  # served but never trained
+    assert response.status_code == 409
+    assert "busi has no trained checkpoint" in response.json()["detail"] and "/train/busi" in response.json()["detail"]
+
+    response = requests.post(f"{server.url}/train/spleen", params={"run_sync": True}, json={}, timeout=60)
+    assert response.status_code == 404 and "unknown model 'spleen'" in response.json()["detail"]
+    assert server.infer("kvasir", server.paths["polyp0"]).status_code == 200
+
+
+def test_training_from_monailabel_writes_the_checkpoint_the_next_infer_uses(server):
+    response = requests.post(
+        f"{server.url}/train/kvasir", params={"run_sync": True}, json={"max_epochs": 1},
+        timeout=REQUEST_TIMEOUT_S,
+    )  # fmt: skip
+    assert response.status_code == 200, f"{response.text}\n{server.tail()}"
+    checkpoint = Path(response.json()["checkpoint"])
+    assert checkpoint.is_file() and checkpoint != server.untrained["kvasir"]
+    assert checkpoint.parent.parent == server.output_root / "kvasir" and checkpoint.parent.name.startswith("student-")
+    datalists = list((server.output_root / "kvasir" / "monailabel").glob("kvasir-*/datalist.json"))
+    assert len(datalists) == 1
+    datalist = json.loads(datalists[0].read_text())
+    assert len(datalist["training"]) + len(datalist["validation"]) == 3 and datalist["skipped"] == 1
+    params = server.infer("kvasir", server.paths["polyp0"], output="json").json()
+    assert params["model_path"] == str(checkpoint)
+    assert server.infer("kvasir", server.paths["polyp0"]).status_code == 200
+
+
+def test_multiclass_covid_app_carries_its_three_label_names(tmp_path):
+    """``--conf covid.classes multiclass``: the app (in this process) labels ground-glass and consolidation."""
+    from monai_medspike.apps.monailabel.app import MedSpikeApp
+
+    paths = make_studies(tmp_path)
+    overrides = {"classes": "multiclass", "image_size": [32, 32]}
+    write_untrained_checkpoint("covid", tmp_path / "outputs" / "covid", overrides)
+    conf = {"models": "covid", "output_root": str(tmp_path / "outputs"), "covid.classes": "multiclass",
+            "covid.image_size": "[32, 32]", "skip_trainers": "true"}  # fmt: skip
+    app = MedSpikeApp(str(app_dir()), str(tmp_path / "studies"), conf)
+    assert app.info()["models"]["covid"]["labels"] == {"ground-glass": 1, "consolidation": 2}
+    result = app.infer({"model": "covid", "image": "chest0", "device": "cpu"})
+    assert result["params"]["label_names"] == {"background": 0, "ground-glass": 1, "consolidation": 2}
+    label = nib.load(result["file"])
+    assert label.shape == nib.load(paths["chest0"]).shape
+    assert set(np.unique(np.asarray(label.dataobj))) <= {0, 1, 2}
