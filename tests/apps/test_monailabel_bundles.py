@@ -247,6 +247,16 @@ def test_app_folder_is_printed_and_holds_main_py():
     assert "MedSpikeApp" in (folder / "main.py").read_text()
 
 
+def test_app_folder_can_be_written_elsewhere(tmp_path):
+    command = [sys.executable, "-m", "monai_medspike.apps.monailabel"]
+    out = subprocess.run([*command, str(tmp_path / "my_app")], capture_output=True, text=True)
+    assert out.returncode == 0 and Path(out.stdout.strip()) == tmp_path / "my_app"
+    assert (tmp_path / "my_app" / "main.py").read_text() == (app_dir() / "main.py").read_text()
+    (tmp_path / "file").write_text("x")
+    out = subprocess.run([*command, str(tmp_path / "file")], capture_output=True, text=True)
+    assert out.returncode == 2 and "is not a folder" in out.stderr
+
+
 def test_the_app_module_needs_monailabel_and_the_pieces_do_not():
     code = "import monai_medspike.apps.monailabel as m, sys; print('monailabel' in sys.modules, len(m.MODELS))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -49,11 +49,18 @@ class Server:
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = root / "server.log"
+        # a copy of the app folder, as `python -m monai_medspike.apps.monailabel <folder>` writes it: MONAI Label
+        # writes logs/ and model/ into the app folder, and the checkout stays untouched
+        made = subprocess.run(
+            [sys.executable, "-m", "monai_medspike.apps.monailabel", str(root / "app")], capture_output=True, text=True
+        )
+        assert made.returncode == 0, made.stderr
+        self.app = Path(made.stdout.strip())
         env = dict(os.environ)
         # the monailabel launcher runs `python -m monailabel.main`: this environment's python must come first
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         command = [
-            str(Path(sys.executable).parent / "monailabel"), "start_server", "--app", str(app_dir()),
+            str(Path(sys.executable).parent / "monailabel"), "start_server", "--app", str(self.app),
             "--studies", str(root / "studies"), "--conf", "models", "all",
             "--conf", "output_root", str(self.output_root), "--host", "127.0.0.1", "--port", str(self.port),
         ]  # fmt: skip

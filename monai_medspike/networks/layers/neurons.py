@@ -75,7 +75,8 @@ class LIFNode(sj_neuron.LIFNode):
 
     - ``lean=True`` (default): a forward from a resting membrane (what every network forward starts from) runs
       :func:`~monai_medspike.networks.layers.lean_lif.lean_lif_multi_step`, which keeps one tensor for the
-      backward pass instead of spikingjelly's two; same spikes bit for bit, same gradients (tested). Settings it
+      backward pass instead of spikingjelly's two; same spikes bit for bit, same gradients (tested); on the CPU it
+      runs a fused C kernel (``MONAI_MEDSPIKE_LIF_KERNEL=0`` turns it off). Settings it
       does not cover (``detach_reset=False``, ``store_v_seq``, other surrogates, a membrane carried over from a
       previous call) use spikingjelly.
     - While tracing for TorchScript export the forward is written in plain torch ops: spikingjelly's custom

@@ -6,21 +6,9 @@ import pytest
 import torch
 from spikingjelly.activation_based import functional
 
-from monai_medspike.networks.layers import get_neuron_layer
+from monai_medspike.networks.layers import get_neuron_layer, lif_kernel
 from monai_medspike.networks.layers.lean_lif import lean_lif_multi_step, surrogate_derivative
-
-
-def saved_bytes(fn) -> int:
-    """Bytes of the distinct storages autograd keeps for the backward pass while ``fn`` runs."""
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(storages.values())
+from tests.helpers import saved_bytes
 
 
 def run(layer: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,7 +23,12 @@ def run(layer: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor) -> tuple[to
 @pytest.mark.parametrize("surrogate", [("sigmoid", {"alpha": 4.0}), ("atan", {"alpha": 2.0})])
 @pytest.mark.parametrize("v_reset", [0.0, None, -0.2])
 @pytest.mark.parametrize("decay_input", [True, False])
-def test_lean_path_matches_spikingjelly_spikes_and_gradients(surrogate, v_reset, decay_input, device):
+@pytest.mark.parametrize("kernel", ["1", "0"], ids=["kernel", "eager"])
+def test_lean_path_matches_spikingjelly_spikes_and_gradients(
+    surrogate, v_reset, decay_input, kernel, monkeypatch, device
+):
+    # both lean paths: the fused C kernel (CPU, where a compiler exists) and the eager torch code
+    monkeypatch.setenv(lif_kernel.ENV_VAR, kernel)
     torch.manual_seed(0)
     # inputs around the threshold so that spikes, resets and silent steps all occur
     x = (torch.randn(6, 3, 5, 7) * 0.8 + (1.1 if decay_input else 0.6)).to(device)

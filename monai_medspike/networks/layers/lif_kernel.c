@@ -1,0 +1,149 @@
+/*
+ * Fused multi-step LIF forward and backward for float32 CPU tensors (see lean_lif.py for the recurrence).
+ *
+ * Built at first use by lif_kernel.py with -O3 -fopenmp -ffp-contract=off -fno-trapping-math and without
+ * -ffast-math: the forward performs the same float operations in the same order as the eager torch code, so spikes
+ * and membranes agree bit for bit (-fno-trapping-math only lets the compiler vectorise the selects). Each tensor is
+ * read or written once; the time loop runs inside a block of elements whose membrane (or membrane gradient) stays in
+ * a small local buffer.
+ *
+ * Layout: every sequence is (T, n) contiguous, element i of step t at t * n + i.
+ */
+
+#include <stdint.h>
+#include <string.h>
+
+#define LIF_BLOCK 1024
+#define LIF_ABI 1
+
+/* parallel only when the work pays for starting the threads */
+#define LIF_PARALLEL_MIN 32768
+
+int lif_kernel_abi(void) { return LIF_ABI; }
+
+/*
+ * One step of a block: H from the membrane v and the input x, the spike, the membrane after the reset.
+ * Written without branches so that the compiler vectorises it; the constant flags are resolved per variant.
+ */
+static inline void lif_step(const float *restrict xt, float *restrict st, float *restrict ht, float *restrict v,
+                            int64_t len, float tau, float v_th, float rest, const int hard_reset,
+                            const int decay_input) {
+    for (int64_t i = 0; i < len; ++i) {
+        const float vi = v[i];
+        const float hi = decay_input ? (xt[i] - (vi - rest)) / tau + vi : (vi - (vi - rest) / tau) + xt[i];
+        const int fired = hi >= v_th;
+        ht[i] = hi;
+        st[i] = fired ? 1.0f : 0.0f;
+        v[i] = hard_reset ? (fired ? rest : hi) : (fired ? hi - v_th : hi);
+    }
+}
+
+/*
+ * spikes, h (membrane before firing) for all steps, v_last (membrane after the last step).
+ * hard_reset: V = S ? rest : H, else V = H - v_th S (soft). decay_input: H = V + (X - (V - rest)) / tau,
+ * else H = V - (V - rest) / tau + X. The membrane starts at rest.
+ */
+void lif_forward(const float *restrict x, float *restrict spikes, float *restrict h, float *restrict v_last,
+                 int64_t steps, int64_t n, float tau, float v_th, float rest, int hard_reset, int decay_input,
+                 int threads) {
+    const int64_t blocks = (n + LIF_BLOCK - 1) / LIF_BLOCK;
+    const int parallel = threads > 1 && steps * n >= LIF_PARALLEL_MIN;
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+    for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t start = b * LIF_BLOCK;
+        const int64_t len = n - start < LIF_BLOCK ? n - start : LIF_BLOCK;
+        float v[LIF_BLOCK];
+        for (int64_t i = 0; i < len; ++i) v[i] = rest;
+        for (int64_t t = 0; t < steps; ++t) {
+            const int64_t at = t * n + start;
+            if (hard_reset && decay_input)
+                lif_step(x + at, spikes + at, h + at, v, len, tau, v_th, rest, 1, 1);
+            else if (hard_reset)
+                lif_step(x + at, spikes + at, h + at, v, len, tau, v_th, rest, 1, 0);
+            else if (decay_input)
+                lif_step(x + at, spikes + at, h + at, v, len, tau, v_th, rest, 0, 1);
+            else
+                lif_step(x + at, spikes + at, h + at, v, len, tau, v_th, rest, 0, 0);
+        }
+        memcpy(v_last + start, v, (size_t)len * sizeof(float));
+    }
+}
+
+/* exp(x) to about 2 ulp for |x| < 87, written so that the compiler vectorises it (no libm call) */
+static inline float lif_exp(float x) {
+    x = x < -87.0f ? -87.0f : (x > 87.0f ? 87.0f : x);
+    /* x = n ln2 + r with n an integer: round x / ln2 to the nearest by adding and removing 1.5 * 2^23 */
+    const float shifted = x * 1.44269504088896341f + 12582912.0f;
+    const float k = shifted - 12582912.0f;
+    float r = x - k * 0.693359375f;   /* ln2, high part (exact product) */
+    r = r - k * -2.12194440e-4f;      /* ln2, low part */
+    /* Taylor-like minimax polynomial of (e^r - 1 - r) / r^2 on |r| <= ln2 / 2 */
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    const float e = p * r * r + r + 1.0f;
+    const int32_t bits = ((int32_t)k + 127) << 23; /* 2^k, k in [-126, 126] */
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return e * scale;
+}
+
+/* one step of a block, backwards in time: next holds dL/dH_{t+1} (1 - 1/tau) and becomes dL/dH_t (1 - 1/tau) */
+static inline void lif_step_back(const float *restrict ht, const float *restrict gt, float *restrict xt,
+                                 float *restrict next, int64_t len, float v_th, float alpha, float keep,
+                                 float scale_x, const int hard_reset, const int surrogate) {
+    const float half_alpha = alpha / 2.0f;
+    const float atan_scale = 1.57079632679489662f * alpha;
+    for (int64_t i = 0; i < len; ++i) {
+        const float u = ht[i] - v_th;
+        float slope;
+        if (surrogate == 0) {
+            const float sig = 1.0f / (1.0f + lif_exp(-alpha * u));
+            slope = alpha * sig * (1.0f - sig);
+        } else {
+            const float z = atan_scale * u;
+            slope = half_alpha / (1.0f + z * z);
+        }
+        const float carried = next[i];
+        const float through = hard_reset ? (u >= 0.0f ? 0.0f : carried) : carried;
+        const float grad_h = gt[i] * slope + through;
+        next[i] = grad_h * keep;
+        xt[i] = grad_h * scale_x;
+    }
+}
+
+/*
+ * grad_x from the saved membranes h and the spikes' gradient grad_s, from the last step down to the first.
+ * surrogate 0: sigmoid, g' = alpha sig(alpha u) (1 - sig(alpha u)); 1: atan, g' = alpha / 2 / (1 + (pi/2 alpha u)^2),
+ * u = h - v_th. dL/dH_t = grad_s_t g'(u_t) + dL/dH_{t+1} (1 - 1/tau) (1 - S_t if hard_reset else 1);
+ * dL/dX_t = dL/dH_t / tau (decay_input) or dL/dH_t.
+ */
+void lif_backward(const float *restrict h, const float *restrict grad_s, float *restrict grad_x, int64_t steps,
+                  int64_t n, float tau, float v_th, int hard_reset, int decay_input, int surrogate, float alpha,
+                  int threads) {
+    const int64_t blocks = (n + LIF_BLOCK - 1) / LIF_BLOCK;
+    const int parallel = threads > 1 && steps * n >= LIF_PARALLEL_MIN;
+    const float keep = 1.0f - 1.0f / tau;
+    const float scale_x = decay_input ? 1.0f / tau : 1.0f;
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+    for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t start = b * LIF_BLOCK;
+        const int64_t len = n - start < LIF_BLOCK ? n - start : LIF_BLOCK;
+        float next[LIF_BLOCK];
+        for (int64_t i = 0; i < len; ++i) next[i] = 0.0f;
+        for (int64_t t = steps - 1; t >= 0; --t) {
+            const int64_t at = t * n + start;
+            if (hard_reset && surrogate == 0)
+                lif_step_back(h + at, grad_s + at, grad_x + at, next, len, v_th, alpha, keep, scale_x, 1, 0);
+            else if (hard_reset)
+                lif_step_back(h + at, grad_s + at, grad_x + at, next, len, v_th, alpha, keep, scale_x, 1, 1);
+            else if (surrogate == 0)
+                lif_step_back(h + at, grad_s + at, grad_x + at, next, len, v_th, alpha, keep, scale_x, 0, 0);
+            else
+                lif_step_back(h + at, grad_s + at, grad_x + at, next, len, v_th, alpha, keep, scale_x, 0, 1);
+        }
+    }
+}

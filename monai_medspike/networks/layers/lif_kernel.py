@@ -1,0 +1,195 @@
+"""Build, cache and call the fused C kernel of the lean LIF (``lif_kernel.c``) for float32 CPU tensors.
+
+The C source ships with the package and is compiled at first use with the system C compiler (``$CC``, else ``cc``,
+``gcc`` or ``clang``) into a shared library under ``$XDG_CACHE_HOME/monai_medspike`` (``~/.cache/monai_medspike``),
+named by a hash of the source, the compiler and its flags, and written through a temporary file and a rename, so
+concurrent processes never load a half-written file. A cached library that does not load is rebuilt. It is called
+through :mod:`ctypes` with the tensors' data pointers; its OpenMP threads follow ``torch.get_num_threads()``.
+
+Set ``MONAI_MEDSPIKE_LIF_KERNEL=0`` to disable it. Without a working compiler one warning is logged and
+:func:`~monai_medspike.networks.layers.lean_lif.lean_lif_multi_step` runs its eager torch code.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+__all__ = ["ENV_VAR", "backward", "calls", "find_compiler", "forward", "kernel_available", "library_path"]
+
+ENV_VAR = "MONAI_MEDSPIKE_LIF_KERNEL"
+"""Environment variable: ``0`` (or ``false``, ``off``, ``no``) turns the kernel off."""
+
+_SOURCE = Path(__file__).with_name("lif_kernel.c")
+_ABI = 1  # LIF_ABI in the C source
+_SURROGATES = {"sigmoid": 0, "atan": 1}
+
+calls = {"forward": 0, "backward": 0}
+"""How many times the kernel ran, per direction (tests use it to see which path was taken)."""
+
+_logger = logging.getLogger(__name__)
+_state: dict[str, object] = {}  # "lib": the loaded library, or None after a failed build (not retried)
+
+
+def find_compiler() -> str | None:
+    """The C compiler the kernel is built with: ``$CC``, else the first of ``cc``, ``gcc``, ``clang`` on the PATH."""
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _arch_flags() -> list[str]:
+    """A portable instruction-set level this CPU supports (not ``-march=native``: the cache may be shared)."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return []
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return []
+    if {"avx2", "fma", "bmi2", "movbe"} <= flags:
+        return ["-march=x86-64-v3"]
+    return ["-march=x86-64-v2"] if {"sse4_2", "popcnt"} <= flags else []
+
+
+def _flags() -> list[str]:
+    # no -ffast-math and no contraction into fused multiply-adds: the forward must round as the eager code does
+    return [
+        "-O3",
+        "-std=c99",
+        "-fopenmp",
+        "-ffp-contract=off",
+        "-fno-math-errno",
+        "-fno-trapping-math",
+        "-shared",
+        "-fPIC",
+        *_arch_flags(),
+    ]
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "monai_medspike"
+
+
+def library_path(compiler: str) -> Path:
+    """Where the library built by ``compiler`` with the current source and flags is cached."""
+    try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        version = ""
+    key = hashlib.sha256()
+    for part in (_SOURCE.read_bytes(), compiler.encode(), version.encode(), " ".join(_flags()).encode()):
+        key.update(part)
+        key.update(b"\0")
+    return _cache_dir() / f"lif_kernel-{key.hexdigest()[:16]}.so"
+
+
+def _build(compiler: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp.so", dir=target.parent)
+    os.close(handle)
+    try:
+        result = subprocess.run(
+            [compiler, *_flags(), str(_SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{compiler} failed (exit {result.returncode}): {result.stderr.strip()[-2000:]}")
+        os.replace(tmp, target)  # atomic: other processes see no file or the whole file
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _open(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    if lib.lif_kernel_abi() != _ABI:
+        raise OSError(f"{path} has ABI {lib.lif_kernel_abi()}, expected {_ABI}")
+    i64, f32, i32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
+    lib.lif_forward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, f32, f32, f32, i32, i32, i32]
+    lib.lif_forward.restype = None
+    lib.lif_backward.argtypes = [ptr, ptr, ptr, i64, i64, f32, f32, i32, i32, i32, f32, i32]
+    lib.lif_backward.restype = None
+    return lib
+
+
+def _load() -> ctypes.CDLL | None:
+    compiler = find_compiler()
+    if compiler is None:
+        raise RuntimeError("no C compiler found (set $CC, or install cc/gcc/clang)")
+    path = library_path(compiler)
+    if path.exists():
+        try:
+            return _open(path)
+        except (OSError, AttributeError) as err:  # corrupt, truncated or from another build: rebuild it
+            _logger.info("Rebuilding the LIF kernel: cached %s does not load (%s).", path, err)
+    _build(compiler, path)
+    return _open(path)
+
+
+def _library() -> ctypes.CDLL | None:
+    if "lib" not in _state:
+        try:
+            _state["lib"] = _load()
+        except Exception as err:  # any failure means the eager path, never a crash
+            _logger.warning("The fused LIF kernel is not available, using the eager torch path: %s", err)
+            _state["lib"] = None
+    return _state["lib"]  # type: ignore[return-value]
+
+
+def kernel_available() -> bool:
+    """True if the kernel is enabled (``MONAI_MEDSPIKE_LIF_KERNEL`` is not ``0``) and builds (built on first call)."""
+    if os.environ.get(ENV_VAR, "1").strip().lower() in ("0", "false", "off", "no"):
+        return False
+    return _library() is not None
+
+
+def forward(
+    x_seq: torch.Tensor, tau: float, v_threshold: float, v_reset: float | None, decay_input: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(spikes, H, V_T)`` of a contiguous float32 CPU ``x_seq`` ``(T, ...)``; needs :func:`kernel_available`."""
+    lib = _library()
+    steps = x_seq.shape[0]
+    spikes, h_seq = torch.empty_like(x_seq), torch.empty_like(x_seq)
+    v = torch.empty_like(x_seq[0])
+    rest = 0.0 if v_reset is None else v_reset
+    lib.lif_forward(  # type: ignore[union-attr]
+        x_seq.data_ptr(), spikes.data_ptr(), h_seq.data_ptr(), v.data_ptr(), steps, x_seq.numel() // steps,
+        tau, v_threshold, rest, v_reset is not None, decay_input, torch.get_num_threads(),
+    )  # fmt: skip
+    calls["forward"] += 1
+    return spikes, h_seq, v
+
+
+def backward(
+    h_seq: torch.Tensor,
+    grad_spikes: torch.Tensor,
+    tau: float,
+    v_threshold: float,
+    v_reset: float | None,
+    decay_input: bool,
+    surrogate: str,
+    alpha: float,
+) -> torch.Tensor:
+    """Gradient of the input from the saved membranes ``H`` (contiguous float32 CPU) and the spikes' gradient."""
+    lib = _library()
+    if surrogate not in _SURROGATES:
+        raise ValueError(f"surrogate must be 'sigmoid' or 'atan', got {surrogate!r}.")
+    grad_spikes = grad_spikes.to(torch.float32).contiguous()
+    grad_x = torch.empty_like(h_seq)
+    steps = h_seq.shape[0]
+    lib.lif_backward(  # type: ignore[union-attr]
+        h_seq.data_ptr(), grad_spikes.data_ptr(), grad_x.data_ptr(), steps, h_seq.numel() // steps, tau,
+        v_threshold, v_reset is not None, decay_input, _SURROGATES[surrogate], alpha, torch.get_num_threads(),
+    )  # fmt: skip
+    calls["backward"] += 1
+    return grad_x
