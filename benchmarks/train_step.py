@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/train_step.py [--size 256] [--batch 1] [--time-steps 1 2 4] [--rounds 3] [--steps 2]
-        [--device auto] [--lif lean|spikingjelly|both] [--out benchmarks/results/train_step.json]
+        [--device auto] [--lif lean|eager|spikingjelly|both|all] [--out benchmarks/results/train_step.json]
 
 Cases (each in a fresh process, so no memory is carried from one to the next; ``--rounds`` rounds over all cases,
 ``--steps`` timed steps per case and round after a warm-up step; medians over all timed steps):
@@ -56,11 +56,15 @@ def _twin() -> MedSpikeFormer:
 def build_cases(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every case: a name, a network factory, its batch size and how the ratio pairs it."""
     cases: list[dict[str, Any]] = []
-    lif_kinds = {"lean": [True], "spikingjelly": [False], "both": [True, False]}[args.lif]
+    # (tag, lean path, fused CPU kernel allowed): "eager" is the lean path with MONAI_MEDSPIKE_LIF_KERNEL=0
+    kinds = {"lean": ("lean LIF", True, True), "eager": ("lean LIF eager", True, False),
+             "spikingjelly": ("spikingjelly LIF", False, False)}  # fmt: skip
+    chosen = {"both": ["lean", "spikingjelly"], "all": ["lean", "eager", "spikingjelly"]}.get(args.lif, [args.lif])
     for t in args.time_steps:
-        for lean in lif_kinds:
-            tag = "" if args.lif != "both" else (" lean LIF" if lean else " spikingjelly LIF")
-            cases.append({"name": f"spiking T={t}{tag}", "make": lambda t=t, lean=lean: _spiking(t, lean),
+        for kind in chosen:
+            tag, lean, kernel = kinds[kind]
+            name = f"spiking T={t}" if len(chosen) == 1 else f"spiking T={t} {tag}"
+            cases.append({"name": name, "make": lambda t=t, lean=lean: _spiking(t, lean), "kernel": kernel,
                           "batch": args.batch, "floor": f"ANN twin batch {args.batch * t}"})  # fmt: skip
         cases.append({"name": f"ANN twin batch {args.batch * t}", "batch": args.batch * t, "make": _twin})
     if not args.no_monai:
@@ -142,9 +146,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         passthrough.append("--no-monai")
     for rnd in range(args.rounds):
         for case in cases:
+            env = dict(os.environ)
+            if not case.get("kernel", True):
+                env["MONAI_MEDSPIKE_LIF_KERNEL"] = "0"
             proc = subprocess.run(
                 [sys.executable, __file__, "--worker", case["name"], *passthrough],
-                capture_output=True, text=True, check=False,
+                capture_output=True, text=True, check=False, env=env,
             )  # fmt: skip
             if proc.returncode != 0:
                 raise RuntimeError(f"case {case['name']!r} failed:\n{proc.stderr[-3000:]}")
@@ -205,8 +212,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="rounds over all cases, one fresh process per case each")
     p.add_argument("--steps", type=int, default=2, help="timed steps per case and round (after one warm-up)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:i]")
-    p.add_argument("--lif", choices=("lean", "spikingjelly", "both"), default="lean",
-                   help="LIF implementation of the spiking cases (both: before/after side by side)")  # fmt: skip
+    p.add_argument("--lif", choices=("lean", "eager", "spikingjelly", "both", "all"), default="lean",
+                   help="LIF path of the spiking cases: lean (fused CPU kernel where available), eager (lean without "
+                        "the kernel), spikingjelly, both (lean, spikingjelly) or all three side by side")  # fmt: skip
     p.add_argument("--no-monai", action="store_true", help="skip BasicUNet and SwinUNETR")
     p.add_argument("--out", help="JSON file (default benchmarks/results/train_step.json)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
