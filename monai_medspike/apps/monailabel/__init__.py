@@ -11,40 +11,7 @@ post-processing, the training datalist) live in :mod:`.bundles` and import witho
 
 from __future__ import annotations
 
-from .bundles import (
-    MODELS,
-    BundleInfo,
-    CheckInputd,
-    app_dir,
-    bundle_info,
-    bundle_overrides,
-    check_input,
-    default_bundles_dir,
-    find_model,
-    infer_post_transforms,
-    insert_input_check,
-    load_bundle_config,
-    model_output_root,
-    reset_spiking_state,
-    resolve_models,
-    write_training_datalist,
-)
+from . import bundles as _bundles
+from .bundles import *  # noqa: F403  (the pieces that need no MONAI Label)
 
-__all__ = [
-    "MODELS",
-    "BundleInfo",
-    "CheckInputd",
-    "app_dir",
-    "bundle_info",
-    "bundle_overrides",
-    "check_input",
-    "default_bundles_dir",
-    "find_model",
-    "infer_post_transforms",
-    "insert_input_check",
-    "load_bundle_config",
-    "model_output_root",
-    "reset_spiking_state",
-    "resolve_models",
-    "write_training_datalist",
-]
+__all__ = list(_bundles.__all__)
