@@ -163,9 +163,7 @@ class MedSpikeInferTask(BundleInferTask):
         if extension is None and not data.get("result_extension"):
             extension = ".nii.gz" if self.bundle.volume else ".png"  # never a lossy JPEG label
         data["result_dtype"] = data.get("result_dtype") or "uint8"
-        file_name, result = super().writer(data, extension=extension, dtype=dtype)
-        result["label_names"] = {name: i for i, name in enumerate(self.bundle.label_names)}
-        return file_name, result
+        return super().writer(data, extension=extension, dtype=dtype)
 
     def __call__(self, request: dict, callbacks: Any = None) -> tuple[Any, dict]:
         file_name, result = super().__call__(request, callbacks)
@@ -297,7 +295,8 @@ class MedSpikeApp(MONAILabelApp):
             raise HTTPException(422, f"model {model}: the input could not be segmented: {_first_line(err)}") from err
 
     def train(self, request: dict) -> dict:
-        """MONAI Label's ``train``; 404 for an unknown model, 422 when the studies cannot train it."""
+        """MONAI Label's ``train``; 404 for an unknown model, 422 when the studies cannot train it, 500 with the
+        cause when the training itself fails."""
         model = request.get("model")
         if model not in self._trainers:
             raise HTTPException(404, f"unknown model {model!r}; this server trains {', '.join(self._trainers)}.")
@@ -305,3 +304,6 @@ class MedSpikeApp(MONAILabelApp):
             return super().train(request)
         except MONAILabelException as err:
             raise HTTPException(422, err.msg) from err
+        except Exception as err:
+            logger.exception("training %s failed", model)
+            raise HTTPException(500, f"training {model} failed: {_first_line(err)}") from err
