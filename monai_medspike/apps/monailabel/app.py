@@ -17,7 +17,6 @@ Options (``--conf KEY VALUE`` of ``monailabel start_server``): ``models`` (``all
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -112,8 +111,7 @@ class MedSpikeInferTask(BundleInferTask):
         self.bundle_config.config["use_click"] = False
         self.bundle: BundleInfo = bundle_info(name, self.bundle_config)
         self.key_image, self.key_pred = "image", "pred"
-        metadata = json.loads((Path(path) / "configs" / "metadata.json").read_text())
-        self.version = metadata.get("version", monai_medspike.__version__)
+        self.version = self.bundle.version or monai_medspike.__version__
         network = self.bundle_config.get_parsed_content("network_def", instantiate=True)
         BasicInferTask.__init__(
             self,
@@ -135,14 +133,16 @@ class MedSpikeInferTask(BundleInferTask):
         return find_model(self.output_root, self.bundle_path)
 
     def _get_network(self, device: Any, data: Any) -> torch.nn.Module:
-        if self.get_path() is None:
+        if self.get_path() is None:  # listed before training: say how to train it
             raise ModelNotTrainedError(
                 f"model {self.bundle.name} has no trained checkpoint yet (looked for student-*/model.pt under "
                 f"{self.output_root} and {Path(self.bundle_path) / 'models' / 'model.pt'}). Train it first: "
                 f"POST /train/{self.bundle.name}, or python -m monai.bundle run training --config_file "
                 f"{Path(self.bundle_path) / 'configs' / 'train.json'}.",
             )
-        return super()._get_network(device, data)
+        network = super()._get_network(device, data)
+        reset_spiking_state(network)  # no membrane left from an earlier request; forward clears it again at its end
+        return network
 
     def pre_transforms(self, data: Any = None) -> Sequence[Callable]:
         return insert_input_check(super().pre_transforms(data), self.bundle)
@@ -150,14 +150,6 @@ class MedSpikeInferTask(BundleInferTask):
     def post_transforms(self, data: Any = None) -> Sequence[Callable]:
         self._update_device(data)
         return infer_post_transforms(self.bundle_config, self.key_pred)
-
-    def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict:
-        network = self._get_network(device, data)
-        reset_spiking_state(network)
-        try:
-            return super().run_inferer(data, convert_to_batch=convert_to_batch, device=device)
-        finally:
-            reset_spiking_state(network)
 
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[Any, Any]:
         if extension is None and not data.get("result_extension"):

@@ -178,6 +178,7 @@ class BundleInfo:
     out_channels: int
     label_names: tuple[str, ...]
     description: str = ""
+    version: str = ""
 
     @property
     def labels(self) -> dict[str, int]:
@@ -204,7 +205,7 @@ def bundle_info(name: str, parser: ConfigParser) -> BundleInfo:
             "(binary: background and one foreground name; multi-class: one name per channel)."
         )
     meta = Path(parser.get_parsed_content("bundle_root")) / "configs" / "metadata.json"
-    description = json.loads(meta.read_text()).get("description", "") if meta.is_file() else ""
+    metadata = json.loads(meta.read_text()) if meta.is_file() else {}
     return BundleInfo(
         name=name,
         path=Path(parser.get_parsed_content("bundle_root")),
@@ -213,7 +214,8 @@ def bundle_info(name: str, parser: ConfigParser) -> BundleInfo:
         in_channels=int(parser.get_parsed_content("in_channels")),
         out_channels=out_channels,
         label_names=label_names,
-        description=description,
+        description=metadata.get("description", ""),
+        version=metadata.get("version", ""),
     )
 
 
