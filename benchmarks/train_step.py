@@ -3,10 +3,11 @@
 Usage::
 
     python benchmarks/train_step.py [--size 256] [--batch 1] [--time-steps 1 2 4] [--rounds 3] [--steps 2]
-        [--device auto] [--lif lean|eager|spikingjelly|both|all] [--out benchmarks/results/train_step.json]
+        [--warmup 2] [--device auto] [--lif lean|eager|spikingjelly|both|all] [--out benchmarks/results/train_step.json]
 
 Cases (each in a fresh process, so no memory is carried from one to the next; ``--rounds`` rounds over all cases,
-``--steps`` timed steps per case and round after a warm-up step; medians over all timed steps):
+``--steps`` timed steps per case and round after ``--warmup`` untimed train steps and one inference; medians over
+all timed steps):
 
 - ``spiking T=t, batch B``: MedSpikeFormer with ``t`` time steps;
 - ``ANN twin, batch B*t``: the floor: the same dense work (every layer sees ``B*t`` images) without neurons;
@@ -14,7 +15,7 @@ Cases (each in a fresh process, so no memory is carried from one to the next; ``
 
 A train step is forward + Dice-CE loss + backward + Adam step; inference is an eval-mode forward without
 gradients. Memory: the bytes autograd saves for the backward pass (exact, any device), the increase of the
-process's peak resident memory over the first steps (CPU), and on CUDA the peak allocated memory of a train step.
+process's peak resident memory over the warm-up train steps (CPU), and on CUDA the peak allocated memory of a train step.
 The key figures are the ratios ``spiking T=t / ANN twin B*t`` (time and memory).
 """
 
@@ -107,19 +108,23 @@ def _step_fns(case: dict[str, Any], size: int, device: torch.device) -> tuple[Ca
 
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
-    """One case in this (fresh) process: memory, one warm-up step, then ``--steps`` timed train and infer steps."""
+    """One case in this (fresh) process: memory, ``--warmup`` train steps (the first creates the optimizer's state;
+    the allocator settles over the next), one inference, then ``--steps`` timed train and infer steps."""
     device = pick_device(args.device)
     torch.manual_seed(0)
     case = next(c for c in build_cases(args) if c["name"] == args.worker)
     train, infer, saved = _step_fns(case, args.size, device)
     baseline = _rss_mib()
     saved_mib = saved() / 2**20
-    peak_cuda = peak_cuda_bytes(train, device)
+    peak_cuda = peak_cuda_bytes(train, device)  # a train step on CUDA, None (nothing run) on the CPU
+    for _ in range(max(args.warmup, 1)):
+        train()
+    peak_rss = _peak_rss_mib() - baseline
     infer()
     out = {
         "saved_activation_mib": saved_mib,
         "peak_train_mib": None if peak_cuda is None else peak_cuda / 2**20,
-        "peak_rss_increase_mib": _peak_rss_mib() - baseline,
+        "peak_rss_increase_mib": peak_rss,
         "train_s": [timed(train, device) for _ in range(args.steps)],
         "infer_s": [timed(infer, device) for _ in range(args.steps)],
     }
@@ -141,7 +146,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cases = build_cases(args)
     results: dict[str, dict[str, Any]] = {c["name"]: {"batch": c["batch"], "train_s": [], "infer_s": []} for c in cases}
     passthrough = ["--size", str(args.size), "--batch", str(args.batch), "--lif", args.lif, "--device", args.device,
-                   "--steps", str(args.steps), "--time-steps", *map(str, args.time_steps)]  # fmt: skip
+                   "--steps", str(args.steps), "--warmup", str(args.warmup),
+                   "--time-steps", *map(str, args.time_steps)]  # fmt: skip
     if args.no_monai:
         passthrough.append("--no-monai")
     for rnd in range(args.rounds):
@@ -210,7 +216,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=1, help="batch B of the spiking net (default 1)")
     p.add_argument("--time-steps", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--rounds", type=int, default=3, help="rounds over all cases, one fresh process per case each")
-    p.add_argument("--steps", type=int, default=2, help="timed steps per case and round (after one warm-up)")
+    p.add_argument("--steps", type=int, default=2, help="timed steps per case and round")
+    p.add_argument("--warmup", type=int, default=2, help="untimed train steps per case and round first (>= 1)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:i]")
     p.add_argument("--lif", choices=("lean", "eager", "spikingjelly", "both", "all"), default="lean",
                    help="LIF path of the spiking cases: lean (fused CPU kernel where available), eager (lean without "

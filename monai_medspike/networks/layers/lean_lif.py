@@ -8,7 +8,8 @@ against spikingjelly's autograd).
 
 On the CPU, float32 contiguous inputs run a fused C kernel (:mod:`~monai_medspike.networks.layers.lif_kernel`: one
 pass over memory each way instead of about five forward and eight backward, the same float operations in the same
-order, so spikes and membranes are identical to the eager code below); it keeps only ``H`` for the backward pass.
+order, so spikes and membranes are identical to the eager code below). It keeps only its input for the backward
+pass, as a ReLU does, and recomputes ``H`` from it there, so its forward allocates nothing but the spikes.
 Everything else (CUDA, float64, strided inputs, no C compiler, ``MONAI_MEDSPIKE_LIF_KERNEL=0``) runs the eager code.
 
 Recurrence (``V`` starts at rest ``V_r``; ``d = 1 / tau``)::
@@ -106,16 +107,19 @@ class _LeanLIF(torch.autograd.Function):
         decay_input: bool,
         surrogate: str,
         alpha: float,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        keep_v: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         ctx.kernel = _use_kernel(x_seq)
-        if ctx.kernel:  # the fused kernel recomputes the spikes from H in the backward pass
-            spikes, h_seq, v = lif_kernel.forward(x_seq, tau, v_threshold, v_reset, decay_input)
-            ctx.save_for_backward(h_seq)
+        if ctx.kernel:  # the fused kernel recomputes H (and from it the spikes) from the input in the backward pass
+            spikes, _, v = lif_kernel.forward(x_seq, tau, v_threshold, v_reset, decay_input, with_last=keep_v)
+            ctx.save_for_backward(x_seq)
         else:
             spikes, h_seq, v = _forward(x_seq, tau, v_threshold, v_reset, decay_input)
             # the spikes are the next layer's input, which that layer keeps anyway: saving them costs no memory
             ctx.save_for_backward(h_seq, spikes)
         ctx.settings = (tau, v_threshold, v_reset, decay_input, surrogate, alpha)
+        if not keep_v:
+            return spikes, None
         ctx.mark_non_differentiable(v)
         return spikes, v
 
@@ -123,9 +127,9 @@ class _LeanLIF(torch.autograd.Function):
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_spikes: torch.Tensor, grad_v: torch.Tensor | None):
         tau, v_threshold, v_reset, decay_input, surrogate, alpha = ctx.settings
         if ctx.kernel:
-            (h_seq,) = ctx.saved_tensors
-            grad_x = lif_kernel.backward(h_seq, grad_spikes, tau, v_threshold, v_reset, decay_input, surrogate, alpha)
-            return grad_x, None, None, None, None, None, None
+            (x_seq,) = ctx.saved_tensors
+            grad_x = lif_kernel.backward(x_seq, grad_spikes, tau, v_threshold, v_reset, decay_input, surrogate, alpha)
+            return grad_x, None, None, None, None, None, None, None
         h_seq, spikes = ctx.saved_tensors
         # dL/dS g'(H - V_th) for all steps at once; the recurrence then adds what flows back through V
         if surrogate == "sigmoid":
@@ -141,7 +145,7 @@ class _LeanLIF(torch.autograd.Function):
                 grad_h[t].add_(grad_h[t + 1], alpha=keep)
             else:
                 grad_h[t].addcmul_(grad_h[t + 1], through[t], value=keep)
-        return (grad_h.div_(tau) if decay_input else grad_h), None, None, None, None, None, None
+        return (grad_h.div_(tau) if decay_input else grad_h), None, None, None, None, None, None, None
 
 
 def lean_lif_multi_step(
@@ -152,7 +156,8 @@ def lean_lif_multi_step(
     decay_input: bool = True,
     surrogate: str = "sigmoid",
     alpha: float = 4.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    keep_v: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Multi-step LIF from a resting membrane with a detached reset, storing one tensor for the backward pass.
 
     Args:
@@ -163,8 +168,13 @@ def lean_lif_multi_step(
         decay_input: whether the input is scaled by ``1 / tau`` too.
         surrogate: ``"sigmoid"`` or ``"atan"`` (spikingjelly's surrogate functions).
         alpha: the surrogate's sharpness.
+        keep_v: return the membrane after the last step; False returns None in its place, so that no tensor is
+            allocated for it (for callers that start every sequence from rest).
 
     Returns:
-        ``(spikes, v)``: spikes ``(T, ...)`` in {0, 1} and the membrane potential after the last step (no gradient).
+        ``(spikes, v)``: spikes ``(T, ...)`` in {0, 1} and the membrane potential after the last step (no gradient),
+        or None with ``keep_v=False``.
     """
-    return _LeanLIF.apply(x_seq, float(tau), float(v_threshold), v_reset, bool(decay_input), surrogate, float(alpha))
+    return _LeanLIF.apply(
+        x_seq, float(tau), float(v_threshold), v_reset, bool(decay_input), surrogate, float(alpha), bool(keep_v)
+    )

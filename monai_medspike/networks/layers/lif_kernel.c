@@ -7,6 +7,10 @@
  * read or written once; the time loop runs inside a block of elements whose membrane (or membrane gradient) stays in
  * a small local buffer.
  *
+ * The forward writes only the spikes (and the last membrane); the backward recomputes the membranes before firing
+ * from the input, into the gradient buffer it writes anyway, block by block while they are in cache. So training
+ * keeps the input for the backward pass, as a ReLU or GELU does, and allocates no membrane sequence at all.
+ *
  * Layout: every sequence is (T, n) contiguous, element i of step t at t * n + i.
  */
 
@@ -14,7 +18,7 @@
 #include <string.h>
 
 #define LIF_BLOCK 1024
-#define LIF_ABI 1
+#define LIF_ABI 2
 
 /* parallel only when the work pays for starting the threads */
 #define LIF_PARALLEL_MIN 32768
@@ -24,23 +28,55 @@ int lif_kernel_abi(void) { return LIF_ABI; }
 /*
  * One step of a block: H from the membrane v and the input x, the spike, the membrane after the reset.
  * Written without branches so that the compiler vectorises it; the constant flags are resolved per variant.
+ * st or ht is not written (and may be NULL) when write_s or write_h is 0.
  */
 static inline void lif_step(const float *restrict xt, float *restrict st, float *restrict ht, float *restrict v,
                             int64_t len, float tau, float v_th, float rest, const int hard_reset,
-                            const int decay_input) {
+                            const int decay_input, const int write_s, const int write_h) {
     for (int64_t i = 0; i < len; ++i) {
         const float vi = v[i];
         const float hi = decay_input ? (xt[i] - (vi - rest)) / tau + vi : (vi - (vi - rest) / tau) + xt[i];
         const int fired = hi >= v_th;
-        ht[i] = hi;
-        st[i] = fired ? 1.0f : 0.0f;
+        if (write_h) ht[i] = hi;
+        if (write_s) st[i] = fired ? 1.0f : 0.0f;
         v[i] = hard_reset ? (fired ? rest : hi) : (fired ? hi - v_th : hi);
     }
 }
 
+/* all steps of one block of len elements from start: spikes and/or membranes H, v left at the last membrane */
+static void lif_block(const float *restrict x, float *restrict spikes, float *restrict h, float *restrict v,
+                      int64_t steps, int64_t n, int64_t start, int64_t len, float tau, float v_th, float rest,
+                      int hard_reset, int decay_input, int write_s, int write_h) {
+    for (int64_t i = 0; i < len; ++i) v[i] = rest;
+    for (int64_t t = 0; t < steps; ++t) {
+        const int64_t at = t * n + start;
+        const float *xt = x + at;
+        float *st = write_s ? spikes + at : NULL;
+        float *ht = write_h ? h + at : NULL;
+#define LIF_VARIANT(R, D, S, H) lif_step(xt, st, ht, v, len, tau, v_th, rest, R, D, S, H)
+        if (write_s && !write_h) {
+            if (hard_reset && decay_input) LIF_VARIANT(1, 1, 1, 0);
+            else if (hard_reset) LIF_VARIANT(1, 0, 1, 0);
+            else if (decay_input) LIF_VARIANT(0, 1, 1, 0);
+            else LIF_VARIANT(0, 0, 1, 0);
+        } else if (!write_s) {
+            if (hard_reset && decay_input) LIF_VARIANT(1, 1, 0, 1);
+            else if (hard_reset) LIF_VARIANT(1, 0, 0, 1);
+            else if (decay_input) LIF_VARIANT(0, 1, 0, 1);
+            else LIF_VARIANT(0, 0, 0, 1);
+        } else {
+            if (hard_reset && decay_input) LIF_VARIANT(1, 1, 1, 1);
+            else if (hard_reset) LIF_VARIANT(1, 0, 1, 1);
+            else if (decay_input) LIF_VARIANT(0, 1, 1, 1);
+            else LIF_VARIANT(0, 0, 1, 1);
+        }
+#undef LIF_VARIANT
+    }
+}
+
 /*
- * spikes, h (membrane before firing) for all steps, v_last (membrane after the last step).
- * hard_reset: V = S ? rest : H, else V = H - v_th S (soft). decay_input: H = V + (X - (V - rest)) / tau,
+ * spikes, optionally h (membrane before firing, for all steps) and v_last (membrane after the last step); h or
+ * v_last NULL: not written. hard_reset: V = S ? rest : H, else V = H - v_th S (soft). decay_input: H = V + (X - (V - rest)) / tau,
  * else H = V - (V - rest) / tau + X. The membrane starts at rest.
  */
 void lif_forward(const float *restrict x, float *restrict spikes, float *restrict h, float *restrict v_last,
@@ -53,19 +89,8 @@ void lif_forward(const float *restrict x, float *restrict spikes, float *restric
         const int64_t start = b * LIF_BLOCK;
         const int64_t len = n - start < LIF_BLOCK ? n - start : LIF_BLOCK;
         float v[LIF_BLOCK];
-        for (int64_t i = 0; i < len; ++i) v[i] = rest;
-        for (int64_t t = 0; t < steps; ++t) {
-            const int64_t at = t * n + start;
-            if (hard_reset && decay_input)
-                lif_step(x + at, spikes + at, h + at, v, len, tau, v_th, rest, 1, 1);
-            else if (hard_reset)
-                lif_step(x + at, spikes + at, h + at, v, len, tau, v_th, rest, 1, 0);
-            else if (decay_input)
-                lif_step(x + at, spikes + at, h + at, v, len, tau, v_th, rest, 0, 1);
-            else
-                lif_step(x + at, spikes + at, h + at, v, len, tau, v_th, rest, 0, 0);
-        }
-        memcpy(v_last + start, v, (size_t)len * sizeof(float));
+        lif_block(x, spikes, h, v, steps, n, start, len, tau, v_th, rest, hard_reset, decay_input, 1, h != NULL);
+        if (v_last != NULL) memcpy(v_last + start, v, (size_t)len * sizeof(float));
     }
 }
 
@@ -91,14 +116,16 @@ static inline float lif_exp(float x) {
     return e * scale;
 }
 
-/* one step of a block, backwards in time: next holds dL/dH_{t+1} (1 - 1/tau) and becomes dL/dH_t (1 - 1/tau) */
-static inline void lif_step_back(const float *restrict ht, const float *restrict gt, float *restrict xt,
-                                 float *restrict next, int64_t len, float v_th, float alpha, float keep,
-                                 float scale_x, const int hard_reset, const int surrogate) {
+/*
+ * one step of a block, backwards in time: io holds H_t and becomes dL/dX_t; next holds dL/dH_{t+1} (1 - 1/tau) and
+ * becomes dL/dH_t (1 - 1/tau)
+ */
+static inline void lif_step_back(float *restrict io, const float *restrict gt, float *restrict next, int64_t len,
+                                 float v_th, float alpha, float keep, float scale_x, const int hard_reset, const int surrogate) {
     const float half_alpha = alpha / 2.0f;
     const float atan_scale = 1.57079632679489662f * alpha;
     for (int64_t i = 0; i < len; ++i) {
-        const float u = ht[i] - v_th;
+        const float u = io[i] - v_th;
         float slope;
         if (surrogate == 0) {
             const float sig = 1.0f / (1.0f + lif_exp(-alpha * u));
@@ -111,19 +138,21 @@ static inline void lif_step_back(const float *restrict ht, const float *restrict
         const float through = hard_reset ? (u >= 0.0f ? 0.0f : carried) : carried;
         const float grad_h = gt[i] * slope + through;
         next[i] = grad_h * keep;
-        xt[i] = grad_h * scale_x;
+        io[i] = grad_h * scale_x;
     }
 }
 
 /*
- * grad_x from the saved membranes h and the spikes' gradient grad_s, from the last step down to the first.
+ * grad_x from the input x and the spikes' gradient grad_s, from the last step down to the first. The membranes
+ * before firing, H, are first recomputed block by block (the forward's operations, so the same values) into the
+ * block's part of grad_x, and each is overwritten by its gradient as the time loop goes back.
  * surrogate 0: sigmoid, g' = alpha sig(alpha u) (1 - sig(alpha u)); 1: atan, g' = alpha / 2 / (1 + (pi/2 alpha u)^2),
  * u = h - v_th. dL/dH_t = grad_s_t g'(u_t) + dL/dH_{t+1} (1 - 1/tau) (1 - S_t if hard_reset else 1);
  * dL/dX_t = dL/dH_t / tau (decay_input) or dL/dH_t.
  */
-void lif_backward(const float *restrict h, const float *restrict grad_s, float *restrict grad_x, int64_t steps,
-                  int64_t n, float tau, float v_th, int hard_reset, int decay_input, int surrogate, float alpha,
-                  int threads) {
+void lif_backward(const float *restrict x, const float *restrict grad_s, float *restrict grad_x, int64_t steps,
+                  int64_t n, float tau, float v_th, float rest, int hard_reset, int decay_input, int surrogate,
+                  float alpha, int threads) {
     const int64_t blocks = (n + LIF_BLOCK - 1) / LIF_BLOCK;
     const int parallel = threads > 1 && steps * n >= LIF_PARALLEL_MIN;
     const float keep = 1.0f - 1.0f / tau;
@@ -133,17 +162,20 @@ void lif_backward(const float *restrict h, const float *restrict grad_s, float *
         const int64_t start = b * LIF_BLOCK;
         const int64_t len = n - start < LIF_BLOCK ? n - start : LIF_BLOCK;
         float next[LIF_BLOCK];
+        /* H into grad_x (next serves as the membrane buffer meanwhile) */
+        lif_block(x, NULL, grad_x, next, steps, n, start, len, tau, v_th, rest, hard_reset, decay_input, 0, 1);
         for (int64_t i = 0; i < len; ++i) next[i] = 0.0f;
         for (int64_t t = steps - 1; t >= 0; --t) {
             const int64_t at = t * n + start;
+            float *ht = grad_x + at; /* read as H, then written as dL/dX, element by element */
             if (hard_reset && surrogate == 0)
-                lif_step_back(h + at, grad_s + at, grad_x + at, next, len, v_th, alpha, keep, scale_x, 1, 0);
+                lif_step_back(ht, grad_s + at, next, len, v_th, alpha, keep, scale_x, 1, 0);
             else if (hard_reset)
-                lif_step_back(h + at, grad_s + at, grad_x + at, next, len, v_th, alpha, keep, scale_x, 1, 1);
+                lif_step_back(ht, grad_s + at, next, len, v_th, alpha, keep, scale_x, 1, 1);
             else if (surrogate == 0)
-                lif_step_back(h + at, grad_s + at, grad_x + at, next, len, v_th, alpha, keep, scale_x, 0, 0);
+                lif_step_back(ht, grad_s + at, next, len, v_th, alpha, keep, scale_x, 0, 0);
             else
-                lif_step_back(h + at, grad_s + at, grad_x + at, next, len, v_th, alpha, keep, scale_x, 0, 1);
+                lif_step_back(ht, grad_s + at, next, len, v_th, alpha, keep, scale_x, 0, 1);
         }
     }
 }

@@ -30,7 +30,7 @@ ENV_VAR = "MONAI_MEDSPIKE_LIF_KERNEL"
 """Environment variable: ``0`` (or ``false``, ``off``, ``no``) turns the kernel off."""
 
 _SOURCE = Path(__file__).with_name("lif_kernel.c")
-_ABI = 1  # LIF_ABI in the C source
+_ABI = 2  # LIF_ABI in the C source
 _SURROGATES = {"sigmoid": 0, "atan": 1}
 
 calls = {"forward": 0, "backward": 0}
@@ -117,7 +117,7 @@ def _open(path: Path) -> ctypes.CDLL:
     i64, f32, i32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
     lib.lif_forward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, f32, f32, f32, i32, i32, i32]
     lib.lif_forward.restype = None
-    lib.lif_backward.argtypes = [ptr, ptr, ptr, i64, i64, f32, f32, i32, i32, i32, f32, i32]
+    lib.lif_backward.argtypes = [ptr, ptr, ptr, i64, i64, f32, f32, f32, i32, i32, i32, f32, i32]
     lib.lif_backward.restype = None
     return lib
 
@@ -154,24 +154,36 @@ def kernel_available() -> bool:
 
 
 def forward(
-    x_seq: torch.Tensor, tau: float, v_threshold: float, v_reset: float | None, decay_input: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(spikes, H, V_T)`` of a contiguous float32 CPU ``x_seq`` ``(T, ...)``; needs :func:`kernel_available`."""
+    x_seq: torch.Tensor,
+    tau: float,
+    v_threshold: float,
+    v_reset: float | None,
+    decay_input: bool,
+    with_membrane: bool = False,
+    with_last: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """``(spikes, H, V_T)`` of a contiguous float32 CPU ``x_seq`` ``(T, ...)``; needs :func:`kernel_available`.
+
+    ``H`` (the membranes before firing) is only computed with ``with_membrane=True``, else it is None: the backward
+    pass recomputes it from ``x_seq``. ``V_T`` (the membrane after the last step) is None with ``with_last=False``.
+    """
     lib = _library()
     steps = x_seq.shape[0]
-    spikes, h_seq = torch.empty_like(x_seq), torch.empty_like(x_seq)
-    v = torch.empty_like(x_seq[0])
+    spikes = torch.empty_like(x_seq)
+    h_seq = torch.empty_like(x_seq) if with_membrane else None
+    v = torch.empty_like(x_seq[0]) if with_last else None
     rest = 0.0 if v_reset is None else v_reset
     lib.lif_forward(  # type: ignore[union-attr]
-        x_seq.data_ptr(), spikes.data_ptr(), h_seq.data_ptr(), v.data_ptr(), steps, x_seq.numel() // steps,
-        tau, v_threshold, rest, v_reset is not None, decay_input, torch.get_num_threads(),
+        x_seq.data_ptr(), spikes.data_ptr(), None if h_seq is None else h_seq.data_ptr(),
+        None if v is None else v.data_ptr(), steps, x_seq.numel() // steps, tau, v_threshold, rest,
+        v_reset is not None, decay_input, torch.get_num_threads(),
     )  # fmt: skip
     calls["forward"] += 1
     return spikes, h_seq, v
 
 
 def backward(
-    h_seq: torch.Tensor,
+    x_seq: torch.Tensor,
     grad_spikes: torch.Tensor,
     tau: float,
     v_threshold: float,
@@ -180,16 +192,20 @@ def backward(
     surrogate: str,
     alpha: float,
 ) -> torch.Tensor:
-    """Gradient of the input from the saved membranes ``H`` (contiguous float32 CPU) and the spikes' gradient."""
+    """Gradient of the input from the input ``x_seq`` itself (contiguous float32 CPU) and the spikes' gradient.
+
+    The membranes are recomputed from ``x_seq`` with the forward's operations, so they equal the forward's.
+    """
     lib = _library()
     if surrogate not in _SURROGATES:
         raise ValueError(f"surrogate must be 'sigmoid' or 'atan', got {surrogate!r}.")
     grad_spikes = grad_spikes.to(torch.float32).contiguous()
-    grad_x = torch.empty_like(h_seq)
-    steps = h_seq.shape[0]
+    grad_x = torch.empty_like(x_seq)
+    steps = x_seq.shape[0]
+    rest = 0.0 if v_reset is None else v_reset
     lib.lif_backward(  # type: ignore[union-attr]
-        h_seq.data_ptr(), grad_spikes.data_ptr(), grad_x.data_ptr(), steps, h_seq.numel() // steps, tau,
-        v_threshold, v_reset is not None, decay_input, _SURROGATES[surrogate], alpha, torch.get_num_threads(),
+        x_seq.data_ptr(), grad_spikes.data_ptr(), grad_x.data_ptr(), steps, x_seq.numel() // steps, tau,
+        v_threshold, rest, v_reset is not None, decay_input, _SURROGATES[surrogate], alpha, torch.get_num_threads(),
     )  # fmt: skip
     calls["backward"] += 1
     return grad_x

@@ -84,12 +84,18 @@ class LIFNode(sj_neuron.LIFNode):
 
     Args:
         lean: use the memory-lean path where it applies; False always uses spikingjelly.
+        store_v: keep the membrane after the last step in ``self.v``, so that the next call continues from it
+            (spikingjelly's behaviour). False leaves ``self.v`` at rest on the lean path and allocates no tensor
+            for it: for networks that start every forward from rest (:class:`MedSpikeFormer
+            <monai_medspike.networks.nets.MedSpikeFormer>` sets it), where the last membranes of all layers
+            would otherwise be held until the forward ends (at ``T = 1`` as large as the layers' inputs).
         args, kwargs: those of spikingjelly's ``LIFNode``.
     """
 
-    def __init__(self, *args: Any, lean: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, lean: bool = True, store_v: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lean = lean
+        self.store_v = store_v
 
     def _lean_surrogate(self) -> str | None:
         surrogate = self.surrogate_function
@@ -112,9 +118,17 @@ class LIFNode(sj_neuron.LIFNode):
             and getattr(self, "_neuron_precision", None) is None
         ):
             spikes, v = lean_lif_multi_step(
-                x_seq, self.tau, self.v_threshold, self.v_reset, self.decay_input, kind, self.surrogate_function.alpha
+                x_seq,
+                self.tau,
+                self.v_threshold,
+                self.v_reset,
+                self.decay_input,
+                kind,
+                self.surrogate_function.alpha,
+                keep_v=self.store_v,
             )
-            self.v = v
+            if self.store_v:
+                self.v = v
             self.v_seq = None
             return spikes
         return super().multi_step_forward(x_seq, *args, **kwargs)

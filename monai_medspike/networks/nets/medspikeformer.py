@@ -19,7 +19,7 @@ from monai_medspike.networks.blocks import (
     SegmentationHead,
     check_interactions,
 )
-from monai_medspike.networks.layers import DEFAULT_NEURON, encode_direct, get_neuron_layer
+from monai_medspike.networks.layers import DEFAULT_NEURON, LIFNode, encode_direct, get_neuron_layer
 
 __all__ = ["MedSpikeFormer"]
 
@@ -42,8 +42,10 @@ class MedSpikeFormer(nn.Module):
     The head averages over time and returns logits.
 
     ``forward`` resets every neuron first, so calls are independent: the same input gives the same output, and
-    sliding-window inference or a server never depends on the caller resetting state. It resets them again at the
-    end, so no membrane tensors stay allocated between calls.
+    sliding-window inference or a server never depends on the caller resetting state. Its LIF neurons do not keep
+    their last membrane (``store_v=False`` of :class:`~monai_medspike.networks.layers.LIFNode`), and it resets every
+    neuron again at the end, so no membrane tensor is held during or after a call. To record membranes, set
+    ``store_v_seq = True`` on a neuron (spikingjelly's path, which keeps its whole membrane sequence in ``v_seq``).
 
     Per-stage side mask logits (used by the distribution-alignment loss) come from
     :meth:`forward_with_side_outputs`; ``forward`` always returns one tensor. To train with the alignment loss in
@@ -157,6 +159,9 @@ class MedSpikeFormer(nn.Module):
             for c_in, c_out in zip(embed_dims[::-1], dec_out, strict=True)
         )
         self.head = SegmentationHead(embed_dims[0], out_channels, kernel_size)
+        for module in self.modules():
+            if isinstance(module, LIFNode):
+                module.store_v = False  # every forward starts from rest: the last membranes are never read
 
     def _check_input(self, x: torch.Tensor) -> None:
         if torch.jit.is_tracing() or torch.jit.is_scripting():

@@ -58,7 +58,8 @@ def test_gradient_matches_a_hand_computation():
 
 
 def test_lean_path_keeps_one_tensor_for_backward_and_spikingjelly_keeps_two():
-    # a neuron feeding a layer: the layer keeps the spikes (its input) in both cases; the lean neuron adds H only
+    # a neuron feeding a layer: the layer keeps the spikes (its input) in both cases; the lean neuron adds one tensor
+    # (its input on the fused kernel, H on the eager path), spikingjelly's two
     x = torch.randn(4, 2, 8, 16, requires_grad=True)
     size = x.numel() * x.element_size()
     for lean, tensors in ((True, 2), (False, 3)):
@@ -86,6 +87,29 @@ def test_settings_the_lean_path_does_not_cover_fall_back_to_spikingjelly():
     assert first.item() == 0.0 and second.item() == 0.0
     functional.reset_net(layer)
     assert layer(torch.full((1, 1), 2.0)).item() == 1.0
+
+
+@pytest.mark.parametrize("kernel", ["1", "0"], ids=["kernel", "eager"])
+def test_store_v_false_keeps_no_membrane_and_starts_every_call_from_rest(kernel, monkeypatch, device):
+    monkeypatch.setenv(lif_kernel.ENV_VAR, kernel)
+    torch.manual_seed(0)
+    x = (torch.randn(4, 2, 3, 5) * 0.8 + 1.1).to(device)
+    grad = torch.randn_like(x)
+    keeping = get_neuron_layer("lif")
+    lean = get_neuron_layer("lif")
+    lean.store_v = False
+    ref_out, ref_gx = run(keeping, x, grad)
+    assert isinstance(keeping.v, torch.Tensor)
+    for _ in range(2):  # no reset in between: the second call starts from rest too
+        lean.to(device)
+        leaf = x.clone().requires_grad_(True)
+        out = lean(leaf)
+        out.backward(grad)
+        assert lean.v == 0.0 and not isinstance(lean.v, torch.Tensor)
+        assert torch.equal(out, ref_out)
+        torch.testing.assert_close(leaf.grad, ref_gx, rtol=1e-6, atol=1e-7)
+    spikes, v = lean_lif_multi_step(x, keep_v=False)
+    assert v is None and torch.equal(spikes, ref_out)
 
 
 def test_lean_is_only_a_lif_keyword():

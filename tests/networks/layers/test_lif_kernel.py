@@ -72,7 +72,8 @@ def test_kernel_matches_the_eager_path(surrogate, v_reset, decay_input, steps, i
 def test_kernel_membranes_are_bit_identical(tau, v_threshold, v_reset, decay_input):
     # thresholds and time constants that are not exact in binary: the rounding must still be the eager code's
     x, _ = inputs((6, 2, 1001), decay_input, v_threshold)
-    got = lif_kernel.forward(x, tau, v_threshold, v_reset, decay_input)
+    got = lif_kernel.forward(x, tau, v_threshold, v_reset, decay_input, with_membrane=True)
+    assert lif_kernel.forward(x, tau, v_threshold, v_reset, decay_input)[1] is None  # not computed unless asked
     expected = _forward(x, tau, v_threshold, v_reset, decay_input)
     for a, b, name in zip(got, expected, ("spikes", "H", "V_T"), strict=True):
         assert torch.equal(a, b), name
@@ -104,12 +105,37 @@ def test_kernel_takes_a_non_contiguous_gradient(monkeypatch):
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
 
 
-def test_kernel_keeps_only_the_membrane_for_backward(monkeypatch):
+def test_kernel_keeps_only_its_input_for_backward(monkeypatch):
     x = torch.randn(4, 2, 8, 16, requires_grad=True)
     size = x.numel() * x.element_size()
-    for kernel, tensors in (("1", 1), ("0", 2)):  # the eager path keeps H and the spikes
-        monkeypatch.setenv(lif_kernel.ENV_VAR, kernel)
-        assert saved_bytes(lambda: lean_lif_multi_step(x)) == tensors * size
+    saved = []
+
+    def keep(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t)
+        return t
+
+    monkeypatch.setenv(lif_kernel.ENV_VAR, "1")
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        lean_lif_multi_step(x)
+    # the input itself, no new tensor: nothing beyond what a ReLU or GELU keeps
+    assert len(saved) == 1 and saved[0].untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+    monkeypatch.setenv(lif_kernel.ENV_VAR, "0")  # the eager path keeps H and the spikes
+    assert saved_bytes(lambda: lean_lif_multi_step(x)) == 2 * size
+
+
+def test_backward_recomputes_the_forward_membranes(monkeypatch):
+    # the gradient at a step depends on whether H crossed the threshold there: an input exactly at the threshold
+    # (H = X / tau = 1.0 at the first step) must be treated as a spike in the backward pass as it was in the forward
+    monkeypatch.setenv(lif_kernel.ENV_VAR, "1")
+    x = torch.tensor([[2.0, 1.9, 2.1], [2.0, 2.0, 0.0]])  # T = 2, three neurons; the first fires at both steps
+    grad = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    spikes, v, gx = run(x, grad, True, monkeypatch)
+    assert spikes.tolist() == [[1.0, 0.0, 1.0], [1.0, 1.0, 0.0]]
+    ref = run(x, grad, False, monkeypatch)
+    for a, b in zip((spikes, v, gx), ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    # a spike at step 0 blocks the reset gradient into it (hard reset): only the silent neuron gets dL/dX_0 != 0
+    assert gx[0, 0] == 0.0 and gx[0, 2] == 0.0 and gx[0, 1] != 0.0
 
 
 @pytest.mark.parametrize(

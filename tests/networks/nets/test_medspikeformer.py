@@ -82,11 +82,19 @@ def test_neuron_state_is_reset_by_forward_and_freed_after_it():
     lifs[0].register_forward_pre_hook(lambda m, i: seen.append(m.v))
     lifs[0].register_forward_hook(lambda m, i, o: seen.append(m.v))
     lifs[0].v = torch.ones(1)  # state left by someone calling the neuron directly...
-    net(x)
+    first = net(x)
     assert seen[0] == 0.0  # ...is cleared before the forward
-    assert isinstance(seen[1], torch.Tensor) and seen[1].abs().sum() > 0  # the membrane during the forward
-    # no membrane tensor stays allocated after the call
+    # the last membrane is not kept, not even during the forward (every forward starts from rest)
+    assert seen[1] == 0.0 and all(not m.store_v for m in lifs)
     assert all(not isinstance(m.v, torch.Tensor) for m in lifs)
+    # a neuron asked to keep its membranes (spikingjelly's path) does so during the forward, with the same output
+    lifs[0].store_v_seq = True
+    lifs[0].register_forward_hook(lambda m, i, o: seen.append(m.v_seq))
+    seen.clear()
+    torch.testing.assert_close(net(x), first)
+    assert isinstance(seen[1], torch.Tensor) and seen[1].abs().sum() > 0
+    assert seen[2].shape[0] == SMALL["time_steps"]
+    assert all(not isinstance(m.v, torch.Tensor) for m in lifs)  # still freed after the call
 
 
 def test_ann_twin_runs_one_step_and_ignores_time_steps():
