@@ -15,8 +15,8 @@ all timed steps):
 
 A train step is forward + Dice-CE loss + backward + Adam step; inference is an eval-mode forward without
 gradients. Memory: the bytes autograd saves for the backward pass (exact, any device), the increase of the
-process's peak resident memory over the warm-up train steps (CPU), and on CUDA the peak allocated memory of a train step.
-The key figures are the ratios ``spiking T=t / ANN twin B*t`` (time and memory).
+process's peak resident memory over the warm-up train steps (CPU), and on CUDA the peak allocated memory of a
+train step. The key figures are the ratios ``spiking T=t / ANN twin B*t`` (time and memory).
 """
 
 from __future__ import annotations
