@@ -76,10 +76,10 @@ class _FusedTerms(torch.autograd.Function):
         wu = torch.bmm(torch.cat([k_sum, ones], dim=2).transpose(1, 2), v)  # (b, 2, N): W and u in one pass
         w, u = wu[:, :1], wu[:, 1:]
         c = torch.sub(n * scale, a)  # (b, d, 1)
-        neg_p = torch.neg(p)
-        o_ai = torch.addcmul(neg_p, a, u)
-        o_ia = neg_p.add_(w)
-        o_ii = torch.addcmul(torch.sub(p, w), c, u)
+        # each output written by one pass and finished in place by a second (no full-size temporaries)
+        o_ai = torch.mul(a, u).sub_(p)
+        o_ia = torch.sub(w, p)
+        o_ii = torch.addcmul(p, c, u).sub_(w)
         left = torch.cat([-ones, c], dim=2)  # (b, d, 2): [-1, c] for the backward pass
         ctx.save_for_backward(q, k, v, m, a, k_sum, wu, left)
         ctx.scale = scale
