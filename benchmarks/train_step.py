@@ -16,7 +16,9 @@ all timed steps):
 A train step is forward + Dice-CE loss + backward + Adam step; inference is an eval-mode forward without
 gradients. Memory: the bytes autograd saves for the backward pass (exact, any device), the increase of the
 process's peak resident memory over the warm-up train steps (CPU), and on CUDA the peak allocated memory of a
-train step. The key figures are the ratios ``spiking T=t / ANN twin B*t`` (time and memory).
+train step. "faults MiB" is the memory a timed train step touched for the first time (minor page faults: fresh
+allocations the operating system had to map, a large hidden cost of big tensors on a CPU). The key figures are
+the ratios ``spiking T=t / ANN twin B*t`` (time and memory).
 """
 
 from __future__ import annotations
@@ -125,9 +127,14 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         "saved_activation_mib": saved_mib,
         "peak_train_mib": None if peak_cuda is None else peak_cuda / 2**20,
         "peak_rss_increase_mib": peak_rss,
-        "train_s": [timed(train, device) for _ in range(args.steps)],
-        "infer_s": [timed(infer, device) for _ in range(args.steps)],
     }
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    out["train_s"] = [timed(train, device) for _ in range(args.steps)]
+    # pages the timed train steps touched for the first time (fresh allocations the kernel had to map)
+    out["fault_mib_per_step"] = (
+        (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) * os.sysconf("SC_PAGE_SIZE") / 2**20 / args.steps
+    )
+    out["infer_s"] = [timed(infer, device) for _ in range(args.steps)]
     return out
 
 
@@ -165,6 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             r = results[case["name"]]
             r["train_s"] += got["train_s"]
             r["infer_s"] += got["infer_s"]
+            r.setdefault("fault_mib_per_step_runs", []).append(got["fault_mib_per_step"])
             for key in ("saved_activation_mib", "peak_train_mib"):
                 r[key] = got[key]
             r.setdefault("peak_rss_increase_mib_runs", []).append(got["peak_rss_increase_mib"])
@@ -173,6 +181,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r["train_median_s"] = median(r["train_s"])
         r["infer_median_s"] = median(r["infer_s"])
         r["peak_rss_increase_mib"] = median(r.pop("peak_rss_increase_mib_runs"))
+        r["fault_mib_per_step"] = median(r.pop("fault_mib_per_step_runs"))
     ratios = {}
     for case in cases:
         floor = case.get("floor")
@@ -191,13 +200,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def report(payload: dict[str, Any]) -> str:
     lines = [
-        f"{'case':<34} {'batch':>5} {'train s':>9} {'infer s':>9} {'saved MiB':>10} {'RSS+ MiB':>9} {'CUDA MiB':>9}",
+        f"{'case':<34} {'batch':>5} {'train s':>9} {'infer s':>9} {'saved MiB':>10} {'RSS+ MiB':>9} {'CUDA MiB':>9}"
+        f" {'faults MiB':>10}",
     ]
     for name, r in payload["results"].items():
         peak = f"{r['peak_train_mib']:.0f}" if r["peak_train_mib"] is not None else "-"
         lines.append(
             f"{name:<34} {r['batch']:>5} {r['train_median_s']:>9.3f} {r['infer_median_s']:>9.3f} "
             f"{r['saved_activation_mib']:>10.0f} {r['peak_rss_increase_mib']:>9.0f} {peak:>9}"
+            f" {r['fault_mib_per_step']:>10.0f}"
         )
     lines.append("")
     lines.append(f"{'ratio':<34} {'vs':<18} {'train':>6} {'infer':>6} {'saved':>6} {'RSS+':>6} {'CUDA':>6}")

@@ -43,7 +43,10 @@ static inline void lif_step(const float *restrict xt, float *restrict st, float 
     }
 }
 
-/* all steps of one block of len elements from start: spikes and/or membranes H, v left at the last membrane */
+/*
+ * all steps of one block of len elements from start, v left at the last membrane. Callers write the spikes, H or
+ * both: write_s = write_h = 0 is not a case.
+ */
 static void lif_block(const float *restrict x, float *restrict spikes, float *restrict h, float *restrict v,
                       int64_t steps, int64_t n, int64_t start, int64_t len, float tau, float v_th, float rest,
                       int hard_reset, int decay_input, int write_s, int write_h) {
@@ -59,7 +62,7 @@ static void lif_block(const float *restrict x, float *restrict spikes, float *re
             else if (hard_reset) LIF_VARIANT(1, 0, 1, 0);
             else if (decay_input) LIF_VARIANT(0, 1, 1, 0);
             else LIF_VARIANT(0, 0, 1, 0);
-        } else if (!write_s) {
+        } else if (!write_s) { /* H only */
             if (hard_reset && decay_input) LIF_VARIANT(1, 1, 0, 1);
             else if (hard_reset) LIF_VARIANT(1, 0, 0, 1);
             else if (decay_input) LIF_VARIANT(0, 1, 0, 1);
@@ -76,8 +79,8 @@ static void lif_block(const float *restrict x, float *restrict spikes, float *re
 
 /*
  * spikes, optionally h (membrane before firing, for all steps) and v_last (membrane after the last step); h or
- * v_last NULL: not written. hard_reset: V = S ? rest : H, else V = H - v_th S (soft). decay_input: H = V + (X - (V - rest)) / tau,
- * else H = V - (V - rest) / tau + X. The membrane starts at rest.
+ * v_last NULL: not written. hard_reset: V = S ? rest : H, else V = H - v_th S (soft).
+ * decay_input: H = V + (X - (V - rest)) / tau, else H = V - (V - rest) / tau + X. The membrane starts at rest.
  */
 void lif_forward(const float *restrict x, float *restrict spikes, float *restrict h, float *restrict v_last,
                  int64_t steps, int64_t n, float tau, float v_th, float rest, int hard_reset, int decay_input,
@@ -121,7 +124,8 @@ static inline float lif_exp(float x) {
  * becomes dL/dH_t (1 - 1/tau)
  */
 static inline void lif_step_back(float *restrict io, const float *restrict gt, float *restrict next, int64_t len,
-                                 float v_th, float alpha, float keep, float scale_x, const int hard_reset, const int surrogate) {
+                                 float v_th, float alpha, float keep, float scale_x, const int hard_reset,
+                                 const int surrogate) {
     const float half_alpha = alpha / 2.0f;
     const float atan_scale = 1.57079632679489662f * alpha;
     for (int64_t i = 0; i < len; ++i) {

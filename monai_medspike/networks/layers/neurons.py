@@ -85,10 +85,11 @@ class LIFNode(sj_neuron.LIFNode):
     Args:
         lean: use the memory-lean path where it applies; False always uses spikingjelly.
         store_v: keep the membrane after the last step in ``self.v``, so that the next call continues from it
-            (spikingjelly's behaviour). False leaves ``self.v`` at rest on the lean path and allocates no tensor
-            for it: for networks that start every forward from rest (:class:`MedSpikeFormer
-            <monai_medspike.networks.nets.MedSpikeFormer>` sets it), where the last membranes of all layers
-            would otherwise be held until the forward ends (at ``T = 1`` as large as the layers' inputs).
+            (spikingjelly's behaviour). False leaves ``self.v`` at rest on the lean path (every call then starts
+            from rest) and, on the fused CPU kernel, allocates no tensor for it: for networks that reset their
+            neurons at every forward anyway (:class:`MedSpikeFormer <monai_medspike.networks.nets.MedSpikeFormer>`
+            sets it), where the last membranes of all layers would otherwise be held until the forward ends (at
+            ``T = 1`` as large as the layers' inputs). Calls that take spikingjelly's path ignore it.
         args, kwargs: those of spikingjelly's ``LIFNode``.
     """
 

@@ -44,8 +44,9 @@ class MedSpikeFormer(nn.Module):
     ``forward`` resets every neuron first, so calls are independent: the same input gives the same output, and
     sliding-window inference or a server never depends on the caller resetting state. Its LIF neurons do not keep
     their last membrane (``store_v=False`` of :class:`~monai_medspike.networks.layers.LIFNode`), and it resets every
-    neuron again at the end, so no membrane tensor is held during or after a call. To record membranes, set
-    ``store_v_seq = True`` on a neuron (spikingjelly's path, which keeps its whole membrane sequence in ``v_seq``).
+    neuron again at the end, so no last membrane is held while the forward runs on (the lean path) and none
+    after it. To record membranes, set ``store_v_seq = True`` on a neuron (spikingjelly's path, which keeps its
+    whole membrane sequence in ``v_seq``).
 
     Per-stage side mask logits (used by the distribution-alignment loss) come from
     :meth:`forward_with_side_outputs`; ``forward`` always returns one tensor. To train with the alignment loss in

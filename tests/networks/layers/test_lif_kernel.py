@@ -77,6 +77,8 @@ def test_kernel_membranes_are_bit_identical(tau, v_threshold, v_reset, decay_inp
     expected = _forward(x, tau, v_threshold, v_reset, decay_input)
     for a, b, name in zip(got, expected, ("spikes", "H", "V_T"), strict=True):
         assert torch.equal(a, b), name
+    spikes, h, v = lif_kernel.forward(x, tau, v_threshold, v_reset, decay_input, with_last=False)
+    assert h is None and v is None and torch.equal(spikes, expected[0])  # spikes only: nothing else allocated
 
 
 def test_kernel_result_does_not_depend_on_the_thread_count(monkeypatch):
