@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/train_step.py [--size 256] [--batch 1] [--time-steps 1 2 4] [--rounds 3] [--steps 2]
-        [--warmup 2] [--device auto] [--lif lean|eager|spikingjelly|both|all] [--out benchmarks/results/train_step.json]
+        [--warmup 2] [--device auto] [--lif lean|eager|spikingjelly|both|all] [--keep-freed-memory]
+        [--out benchmarks/results/train_step.json]
 
 Cases (each in a fresh process, so no memory is carried from one to the next; ``--rounds`` rounds over all cases,
 ``--steps`` timed steps per case and round after ``--warmup`` untimed train steps and one inference; medians over
@@ -19,6 +20,10 @@ process's peak resident memory over the warm-up train steps (CPU), and on CUDA t
 train step. "faults MiB" is the memory a timed train step touched for the first time (minor page faults: fresh
 allocations the operating system had to map, a large hidden cost of big tensors on a CPU). The key figures are
 the ratios ``spiking T=t / ANN twin B*t`` (time and memory).
+
+``--keep-freed-memory`` runs every case with glibc's malloc told to keep freed memory for reuse
+(:func:`monai_medspike.utils.keep_freed_memory`: no ``mmap`` for large blocks, no trimming of the heap), so that
+no train step pays for page faults; the ratios then compare the arithmetic alone.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from monai.losses import DiceCELoss
 from monai.networks.nets import BasicUNet, SwinUNETR
 
 from monai_medspike.networks.nets import MedSpikeFormer
+from monai_medspike.utils import keep_freed_memory
 
 
 def _spiking(t: int, lean: bool) -> MedSpikeFormer:
@@ -112,6 +118,7 @@ def _step_fns(case: dict[str, Any], size: int, device: torch.device) -> tuple[Ca
 def worker(args: argparse.Namespace) -> dict[str, Any]:
     """One case in this (fresh) process: memory, ``--warmup`` train steps (the first creates the optimizer's state;
     the allocator settles over the next), one inference, then ``--steps`` timed train and infer steps."""
+    keep_freed_memory(args.keep_freed_memory)
     device = pick_device(args.device)
     torch.manual_seed(0)
     case = next(c for c in build_cases(args) if c["name"] == args.worker)
@@ -155,8 +162,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     passthrough = ["--size", str(args.size), "--batch", str(args.batch), "--lif", args.lif, "--device", args.device,
                    "--steps", str(args.steps), "--warmup", str(args.warmup),
                    "--time-steps", *map(str, args.time_steps)]  # fmt: skip
-    if args.no_monai:
-        passthrough.append("--no-monai")
+    passthrough += ["--no-monai"] if args.no_monai else []
+    passthrough += ["--keep-freed-memory"] if args.keep_freed_memory else []
     for rnd in range(args.rounds):
         for case in cases:
             env = dict(os.environ)
@@ -234,6 +241,8 @@ def main() -> None:
                    help="LIF path of the spiking cases: lean (fused CPU kernel where available), eager (lean without "
                         "the kernel), spikingjelly, both (lean, spikingjelly) or all three side by side")  # fmt: skip
     p.add_argument("--no-monai", action="store_true", help="skip BasicUNet and SwinUNETR")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="glibc malloc keeps freed memory for reuse (no page faults of fresh allocations)")  # fmt: skip
     p.add_argument("--out", help="JSON file (default benchmarks/results/train_step.json)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()

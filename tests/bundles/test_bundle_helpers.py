@@ -1,4 +1,4 @@
-"""Helpers the bundle configs call: the per-class evaluation summary and the cached demo datalists."""
+"""Helpers the bundle configs call: the per-class evaluation summary, the cached demo datalists, the allocator."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from monai.bundle import ConfigParser
 
 from monai_medspike.bundle import prepare_data, write_summary
+from tests.bundles.test_covid_bundle import REPO
 
 
 def engine(details: dict[str, torch.Tensor], images: int) -> SimpleNamespace:
@@ -58,3 +60,24 @@ def test_demo_datalists_are_kept_apart_by_their_options(tmp_path):
     assert "infection_mask_multiclass" in entries["training"][0]["label"]
     # the same options again reuse the prepared datalist
     assert prepare_data(str(tmp_path), "covid_ct", demo_count=3, val_fraction=0.34, test_fraction=0.0) == binary
+
+
+@pytest.mark.parametrize("name", ("covid", "isic2018", "kvasir", "busi", "monuseg"))
+@pytest.mark.parametrize("overlay", (None, "evaluate.json", "inference.json", "multi_gpu_train.json"))
+def test_every_run_keeps_freed_memory_unless_told_not_to(name, overlay, monkeypatch):
+    import monai_medspike.utils
+
+    calls = []
+    monkeypatch.setattr(monai_medspike.utils, "keep_freed_memory", lambda enable=True: calls.append(enable))
+    configs = REPO / "bundles" / name / "configs"
+    files = [str(configs / "train.json")] + ([str(configs / overlay)] if overlay else [])
+    for override, expected in ((None, [True]), (False, [False])):
+        calls.clear()
+        parser = ConfigParser()
+        parser.read_config(files)
+        if override is not None:
+            parser["keep_freed_memory"] = override
+        steps = [i for i, step in enumerate(parser["initialize"]) if "keep_freed_memory" in str(step)]
+        assert len(steps) == 1, f"{name} {overlay}: initialize should call keep_freed_memory once"
+        parser.get_parsed_content(f"initialize#{steps[0]}")
+        assert calls == expected
