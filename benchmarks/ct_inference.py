@@ -3,14 +3,14 @@
 Usage::
 
     python benchmarks/ct_inference.py [--shape 512 512 64] [--image_size 256 256] [--repeats 3] [--device auto]
-        [--sw_batch_size N] [--keep-freed-memory] [--out benchmarks/results/ct_inference.json]
+        [--sw_batch_size N] [--keep_freed_memory] [--out benchmarks/results/ct_inference.json]
 
 A synthetic CT volume (HU, the given shape) is written as NIfTI to a temporary folder, read and preprocessed with
 the covid bundle's inference transforms (HU window, axial slices resized to ``image_size``), then segmented with
 the bundle's ``SliceInferer`` by (a) the bundle's network (MedSpikeFormer, untrained weights: the speed does not
 depend on them) and (b) MONAI ``BasicUNet`` with the same inferer. Reading and preprocessing are timed once,
 separately; inference is interleaved and repeated, medians reported. ``--sw_batch_size`` replaces the bundle's
-choice of slices per batch; ``--keep-freed-memory`` calls :func:`monai_medspike.utils.keep_freed_memory` first
+choice of slices per batch; ``--keep_freed_memory`` calls :func:`monai_medspike.utils.keep_freed_memory` first
 (glibc keeps freed memory for reuse: no page faults of fresh allocations).
 """
 
@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    keep_freed_memory(args.keep_freed_memory)
+    kept = keep_freed_memory(args.keep_freed_memory)
     device = pick_device(args.device)
     parser = ConfigParser()
     parser.read_config(str(REPO / "bundles" / "covid" / "configs" / "train.json"))
@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "read_and_preprocess_s": preprocess_s,
         "inferer": type(inferer).__name__,
         "sw_batch_size": inferer.sw_batch_size,
+        "freed_memory_kept": kept,
         "results": results,
         "ratio_time": results[first]["median_s"] / results[second]["median_s"],
     }
@@ -98,7 +99,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="auto")
     p.add_argument("--sw_batch_size", type=int, help="slices per batch (default: the covid bundle's choice)")
-    p.add_argument("--keep-freed-memory", action="store_true", help="glibc keeps freed memory for reuse")
+    p.add_argument("--keep_freed_memory", "--keep-freed-memory", action="store_true",
+                   help="glibc keeps freed memory for reuse")  # fmt: skip
     p.add_argument("--out", help="JSON file (default benchmarks/results/ct_inference.json)")
     args = p.parse_args()
     payload = run(args)

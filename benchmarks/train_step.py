@@ -18,7 +18,8 @@ A train step is forward + Dice-CE loss + backward + Adam step; inference is an e
 gradients. Memory: the bytes autograd saves for the backward pass (exact, any device), the increase of the
 process's peak resident memory over the warm-up train steps (CPU), and on CUDA the peak allocated memory of a
 train step. "faults MiB" is the memory a timed train step touched for the first time (minor page faults: fresh
-allocations the operating system had to map, a large hidden cost of big tensors on a CPU). The key figures are
+allocations the operating system had to map, a large hidden cost of big tensors on a CPU; counted in 4 KiB pages,
+so not meaningful where transparent huge pages are "always" on). The key figures are
 the ratios ``spiking T=t / ANN twin B*t`` (time and memory).
 
 ``--keep-freed-memory`` runs every case with glibc's malloc told to keep freed memory for reuse
@@ -118,7 +119,7 @@ def _step_fns(case: dict[str, Any], size: int, device: torch.device) -> tuple[Ca
 def worker(args: argparse.Namespace) -> dict[str, Any]:
     """One case in this (fresh) process: memory, ``--warmup`` train steps (the first creates the optimizer's state;
     the allocator settles over the next), one inference, then ``--steps`` timed train and infer steps."""
-    keep_freed_memory(args.keep_freed_memory)
+    kept = keep_freed_memory(args.keep_freed_memory)
     device = pick_device(args.device)
     torch.manual_seed(0)
     case = next(c for c in build_cases(args) if c["name"] == args.worker)
@@ -134,6 +135,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         "saved_activation_mib": saved_mib,
         "peak_train_mib": None if peak_cuda is None else peak_cuda / 2**20,
         "peak_rss_increase_mib": peak_rss,
+        "freed_memory_kept": kept,
     }
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     out["train_s"] = [timed(train, device) for _ in range(args.steps)]
@@ -180,7 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             r["train_s"] += got["train_s"]
             r["infer_s"] += got["infer_s"]
             r.setdefault("fault_mib_per_step_runs", []).append(got["fault_mib_per_step"])
-            for key in ("saved_activation_mib", "peak_train_mib"):
+            for key in ("saved_activation_mib", "peak_train_mib", "freed_memory_kept"):
                 r[key] = got[key]
             r.setdefault("peak_rss_increase_mib_runs", []).append(got["peak_rss_increase_mib"])
         print(f"round {rnd + 1}/{args.rounds} done", flush=True)

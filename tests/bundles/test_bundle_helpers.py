@@ -77,6 +77,7 @@ def test_every_run_keeps_freed_memory_unless_told_not_to(name, overlay, monkeypa
         parser.read_config(files)
         if override is not None:
             parser["keep_freed_memory"] = override
+        assert "$import monai_medspike.utils" in parser["imports"]
         steps = [i for i, step in enumerate(parser["initialize"]) if "keep_freed_memory" in str(step)]
         assert len(steps) == 1, f"{name} {overlay}: initialize should call keep_freed_memory once"
         parser.get_parsed_content(f"initialize#{steps[0]}")
