@@ -19,6 +19,7 @@ import torch
 __all__ = [
     "bundle_root",
     "check_choice",
+    "check_flag",
     "check_resume",
     "run_dir",
     "run_stamp",
@@ -92,6 +93,23 @@ def check_choice(value: Any, argument: str, choices: tuple) -> Any:
     return value
 
 
+_FLAG_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+def check_flag(value: Any, argument: str) -> bool:
+    """A yes/no setting as a bool, from a config's ``true``/``false`` or a command line's word for it.
+
+    ``python -m monai.bundle run`` passes ``--flag False`` as the bool False but ``--flag false`` as the string
+    ``"false"``, which Python would take for true. Words (``true``/``false``, ``1``/``0``, ``yes``/``no``,
+    ``on``/``off``, any case) and 0/1 are read as meant; anything else raises a ValueError naming ``--argument``.
+    """
+    if isinstance(value, str) and value.strip().lower() in _FLAG_WORDS:
+        return _FLAG_WORDS[value.strip().lower()]
+    if isinstance(value, (bool, int)) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"--{argument} must be true or false, got {value!r}; e.g. --{argument} False.")
+
+
 def check_resume(resume_from: str | None, phase: str) -> str | None:
     """Validate ``--resume_from``: an existing checkpoint, and one phase (``teacher`` or ``student``) to resume."""
     if resume_from is None:
@@ -111,7 +129,7 @@ def run_dir(output_root: str, name: str, overwrite: bool = False) -> str:
     """
     folder = Path(output_root) / name
     # in distributed training rank 0 checks; the others may already see rank 0's first files there
-    if is_main_process() and folder.is_dir() and any(folder.iterdir()) and not overwrite:
+    if is_main_process() and folder.is_dir() and any(folder.iterdir()) and not check_flag(overwrite, "overwrite"):
         raise FileExistsError(
             f"{folder} holds an earlier run; choose another --run_name, or pass --overwrite true to replace it."
         )

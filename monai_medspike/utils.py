@@ -6,6 +6,8 @@ import ctypes
 import logging
 import platform
 
+from monai_medspike.bundle import check_flag
+
 __all__ = ["KEEP_FREED_MEMORY_ENV", "keep_freed_memory"]
 
 logger = logging.getLogger(__name__)
@@ -17,7 +19,6 @@ KEEP_FREED_MEMORY_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _applied = False
-_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
 def keep_freed_memory(enable: bool | str = True) -> bool:
@@ -41,24 +42,19 @@ def keep_freed_memory(enable: bool | str = True) -> bool:
     (:data:`KEEP_FREED_MEMORY_ENV`).
 
     Args:
-        enable: False (or ``"false"``, ``"0"``, ``"no"``, ``"off"``, as a bundle's command line passes it) does
-            nothing, so that a config flag can be passed straight through.
+        enable: False (or ``"false"``, ``"0"``, ``"no"``, ``"off"``, as a bundle's command line passes it; read by
+            :func:`monai_medspike.bundle.check_flag`) does nothing, so that a config flag can be passed straight
+            through.
 
     Returns:
         True when the settings are in force (set now or by an earlier call); False when disabled or the C library
         is not glibc (macOS, Windows, musl), where nothing is changed.
 
     Raises:
-        ValueError: ``enable`` is a string other than the words above.
+        ValueError: ``enable`` is not a bool, 0/1 or one of the words above.
     """
     global _applied
-    if isinstance(enable, str):
-        if enable.strip().lower() not in _WORDS:
-            raise ValueError(
-                f"keep_freed_memory must be true or false, got {enable!r}; e.g. --keep_freed_memory False."
-            )
-        enable = _WORDS[enable.strip().lower()]
-    if not enable:
+    if not check_flag(enable, "keep_freed_memory"):
         return False
     if _applied:
         return True

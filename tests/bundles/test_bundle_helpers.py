@@ -10,7 +10,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from monai_medspike.bundle import prepare_data, write_summary
+from monai_medspike.bundle import check_flag, prepare_data, run_dir, write_summary
 from tests.bundles.test_covid_bundle import REPO
 
 
@@ -82,3 +82,22 @@ def test_every_run_keeps_freed_memory_unless_told_not_to(name, overlay, monkeypa
         assert len(steps) == 1, f"{name} {overlay}: initialize should call keep_freed_memory once"
         parser.get_parsed_content(f"initialize#{steps[0]}")
         assert calls == expected
+
+
+def test_flags_read_command_line_words_as_meant():
+    # monai.bundle's command line passes "--overwrite false" as the string "false"
+    for value, expected in (("false", False), ("False", False), ("0", False), ("off", False), (False, False),
+                            (0, False), ("true", True), ("YES", True), (True, True), (1, True)):  # fmt: skip
+        assert check_flag(value, "overwrite") is expected
+    for bad in ("maybe", "", None, 2):
+        with pytest.raises(ValueError, match="--overwrite must be true or false"):
+            check_flag(bad, "overwrite")
+
+
+def test_overwrite_false_from_the_command_line_keeps_an_earlier_run(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.pt").write_bytes(b"earlier")
+    with pytest.raises(FileExistsError, match="--overwrite true"):
+        run_dir(str(tmp_path), "run", "false")
+    assert run_dir(str(tmp_path), "run", "true") == str(tmp_path / "run")
+    assert (tmp_path / "run" / "model.pt").read_bytes() == b"earlier"  # run_dir itself never deletes
