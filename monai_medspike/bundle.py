@@ -18,9 +18,7 @@ import torch
 
 __all__ = [
     "bundle_root",
-    "check_choice",
     "check_flag",
-    "check_resume",
     "run_dir",
     "run_stamp",
     "train_scalars",
@@ -86,13 +84,6 @@ def run_stamp() -> str:
     return stamp[0]
 
 
-def check_choice(value: Any, argument: str, choices: tuple) -> Any:
-    """Return ``value`` if it is one of ``choices``, else raise a ValueError naming the override to fix."""
-    if value not in choices:
-        raise ValueError(f"--{argument} must be one of {', '.join(map(str, choices))}; got {value!r}.")
-    return value
-
-
 _FLAG_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
@@ -108,17 +99,6 @@ def check_flag(value: Any, argument: str) -> bool:
     if isinstance(value, (bool, int)) and value in (0, 1):
         return bool(value)
     raise ValueError(f"--{argument} must be true or false, got {value!r}; e.g. --{argument} False.")
-
-
-def check_resume(resume_from: str | None, phase: str) -> str | None:
-    """Validate ``--resume_from``: an existing checkpoint, and one phase (``teacher`` or ``student``) to resume."""
-    if resume_from is None:
-        return None
-    if phase == "both":
-        raise ValueError("--resume_from continues one phase: add --phase teacher or --phase student.")
-    if not Path(resume_from).is_file():
-        raise FileNotFoundError(f"--resume_from {resume_from} does not exist (use a run's last.pt).")
-    return resume_from
 
 
 def run_dir(output_root: str, name: str, overwrite: bool = False) -> str:
@@ -198,6 +178,24 @@ def prepare_data(
     - neither: the built-in demo data of ``dataset`` is generated once under ``<output_root>/demo_data/`` and
       prepared the same way. Nothing is downloaded.
     """
+    from monai_medspike.data import DataError
+
+    try:
+        return _prepare_data_once(output_root, dataset, dataset_dir, datalist, seed, demo_count, **options)
+    except DataError as error:
+        _stop_on_data_error(error)
+        raise
+
+
+def _prepare_data_once(
+    output_root: str,
+    dataset: str,
+    dataset_dir: str | None,
+    datalist: str | None,
+    seed: int,
+    demo_count: int | None,
+    **options: Any,
+) -> str:
     if _distributed():  # rank 0 writes the data and the datalist, the others wait and read them
         if torch.distributed.get_rank() == 0:
             path = _prepare_data(output_root, dataset, dataset_dir, datalist, seed, demo_count, **options)
@@ -291,31 +289,76 @@ def _per_class(details: dict[str, Any], foreground: list[str]) -> dict[str, dict
     return per_class
 
 
-_INPUT_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+_INPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+_VOLUME_SUFFIXES = (".nii.gz", ".nii")
 
 
-def input_files(source: str | None, datalist_file: str, split: str = "test") -> list[dict[str, str]]:
-    """The images an inference run reads: ``[{"image": path}, ...]``.
+def _stop_on_data_error(error: Exception) -> None:
+    from monai_medspike.workflows.settings import stop_command_line
 
-    ``source`` may be one image or volume file, or a folder (every image/NIfTI file in it, sorted); None takes the
-    ``split`` of the datalist.
+    stop_command_line(error)
+
+
+def input_files(
+    source: str | None, datalist_file: str, split: str = "test", dataset: str | None = None
+) -> list[dict[str, str]]:
+    """The images an inference run reads: ``[{"image": path}, ...]``, each checked before any is segmented.
+
+    ``source`` may be one image or volume file, or a folder (every file of the dataset's kind in it, sorted); None
+    takes the ``split`` of the datalist. With ``dataset``, a volume dataset takes NIfTI volumes only and a 2D one
+    images only, and every file is read and checked (readable, one 3D volume that fits in memory with finite
+    values, or an 8-bit image), so that a bad file stops the run before any output is written.
 
     Raises:
-        FileNotFoundError: ``source`` does not exist or holds no image.
+        DataError: ``source`` does not exist or holds no input; a file of the wrong kind, unreadable or bad; two
+            inputs with the same name (their outputs would overwrite each other). Under ``python -m monai.bundle``
+            the message ends the run (exit status 2) without a traceback.
     """
+    try:
+        return _input_files(source, datalist_file, split, dataset)
+    except Exception as error:
+        from monai_medspike.data import DataError
+
+        if isinstance(error, DataError):
+            _stop_on_data_error(error)
+        raise
+
+
+def _input_files(source: str | None, datalist_file: str, split: str, dataset: str | None) -> list[dict[str, str]]:
+    from monai_medspike.data import DataError, get_reader
+    from monai_medspike.data.io import read_image, read_volume
+    from monai_medspike.data.readers import by_name
+
     if source is None:
         from monai.data import load_decathlon_datalist
 
         return [{"image": e["image"]} for e in load_decathlon_datalist(datalist_file, data_list_key=split)]
+    volume = dataset is not None and get_reader(dataset).kind == "volume"
+    suffixes = _VOLUME_SUFFIXES if volume else _INPUT_SUFFIXES + (() if dataset else _VOLUME_SUFFIXES)
+    kind = "NIfTI volume (.nii, .nii.gz)" if volume else "image (" + ", ".join(suffixes) + ")"
+
+    def name(path: Path) -> str | None:
+        lower = path.name.lower()
+        return next((path.name[: -len(s)] for s in suffixes if lower.endswith(s)), None)
+
     path = Path(source)
-    if path.is_file():
-        return [{"image": str(path)}]
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(_INPUT_SUFFIXES))
-        if files:
-            return [{"image": str(p)} for p in files]
-        raise FileNotFoundError(f"{path} holds no image or NIfTI file ({', '.join(_INPUT_SUFFIXES)}).")
-    raise FileNotFoundError(f"--input {path} does not exist.")
+        files = sorted(p for p in path.iterdir() if (p.is_file() or p.is_symlink()) and name(p) is not None)
+        if not files:
+            held = sorted(p.name for p in path.iterdir())[:5]
+            raise DataError(f"--input {path}: holds no {kind}; it holds {held or 'nothing'}.")
+    elif path.is_file() or path.is_symlink():
+        if name(path) is None:
+            hint = " For 2D CT slices use the 2D COVID data (--dataset covid)." if volume else ""
+            raise DataError(f"--input {path}: not a {kind}; the {dataset or 'bundle'} network reads those.{hint}")
+        files = [path]
+    else:
+        raise DataError(f"--input {path}: no such file or folder.")
+    by_name(files, name)  # two inputs of one name would write one output
+    if dataset is not None:
+        for file in files:
+            read_volume(file) if volume else read_image(file)
+    return [{"image": str(p)} for p in files]
 
 
 def train_scalars(output: dict, loss: Any = None, optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:

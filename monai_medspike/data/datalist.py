@@ -154,6 +154,8 @@ def prepare(
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
     reader = get_reader(dataset, **reader_options)
     root, out = Path(root), Path(out)
+    if out.is_dir():
+        raise DataError(f"--out {out}: a folder; give the datalist's file name, e.g. {out / (dataset + '.json')}.")
     if out.suffix != ".json":
         raise ValueError(f"out must be a .json file, got {out}.")
     if not out.parent.is_dir():

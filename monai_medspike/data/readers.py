@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,7 +92,29 @@ def _pair_by_stem(
 
 
 def _files(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    # links are kept even when broken or looping, so that reading them names them (not their mask)
+    return sorted(p for p in folder.iterdir() if (p.is_file() or p.is_symlink()) and p.suffix.lower() in suffixes)
+
+
+def by_name(files: list[Path], name: Callable[[Path], str | None] = lambda p: p.stem) -> dict[str, Path]:
+    """``{name(p): p}`` for the files whose name is not None.
+
+    Raises:
+        DataError: two files share a name (``x.jpg`` and ``x.png``): one would be paired with the other's mask and
+            their outputs would overwrite each other.
+    """
+    named: dict[str, Path] = {}
+    for path in files:
+        key = name(path)
+        if key is None:
+            continue
+        if key in named:
+            raise DataError(
+                f"{named[key]} and {path} have the same name {key!r} (different extensions): samples are paired "
+                "and outputs named by it. Rename or remove one of them."
+            )
+        named[key] = path
+    return named
 
 
 def _locate(root: Path, candidates: list[tuple[str, ...]], dataset: str) -> tuple[Path, tuple[str, ...]]:
@@ -174,7 +197,7 @@ class Isic2018Reader(DatasetReader):
 
     def find(self, root: Path) -> tuple[list[Sample], list[str]]:
         base, (img_dir, gt_dir) = _locate(root, [self._layout], self.name)
-        images = {p.stem: p for p in _files(base / img_dir, (".jpg", ".jpeg", ".png"))}
+        images = by_name(_files(base / img_dir, (".jpg", ".jpeg", ".png")))
         masks = {}
         for p in _files(base / gt_dir, (".png",)):
             if p.stem.endswith("_segmentation"):
@@ -198,8 +221,8 @@ class KvasirReader(DatasetReader):
         base, _ = _locate(root, [("Kvasir-SEG/images", "Kvasir-SEG/masks"), ("images", "masks")], self.name)
         if (base / "Kvasir-SEG").is_dir():
             base = base / "Kvasir-SEG"
-        images = {p.stem: p for p in _files(base / "images")}
-        masks = {p.stem: p for p in _files(base / "masks")}
+        images = by_name(_files(base / "images"))
+        masks = by_name(_files(base / "masks"))
         pairs, problems = _pair_by_stem(images, masks, "mask")
         return [Sample(s, i, (m,), s) for s, i, m in pairs], problems
 
@@ -242,12 +265,12 @@ class BusiReader(DatasetReader):
                 continue
             images: dict[str, Path] = {}
             masks: dict[str, list[Path]] = {}
-            for p in _files(base / cls, (".png",)):
+            files = _files(base / cls, (".png",))
+            images = by_name([p for p in files if not self._mask.match(p.stem)])
+            for p in files:
                 m = self._mask.match(p.stem)
                 if m:
                     masks.setdefault(m["stem"], []).append(p)
-                else:
-                    images[p.stem] = p
             problems += [
                 f"{p}: image without mask (expected {s}_mask.png)" for s, p in images.items() if s not in masks
             ]
@@ -306,8 +329,8 @@ class MonusegReader(DatasetReader):
         samples: list[Sample] = []
         problems: list[str] = []
         for img_dir, xml_dir in folders:
-            images = {p.stem: p for p in _files(img_dir, (".tif", ".tiff", ".png"))}
-            xmls = {p.stem: p for p in _files(xml_dir, (".xml",))}
+            images = by_name(_files(img_dir, (".tif", ".tiff", ".png")))
+            xmls = by_name(_files(xml_dir, (".xml",)))
             pairs, found = _pair_by_stem(images, xmls, "XML annotation")
             problems += found
             samples += [Sample(s, i, (x,), self.patient(s)) for s, i, x in pairs]
@@ -360,8 +383,8 @@ class Covid2DReader(DatasetReader):
     def find(self, root: Path) -> tuple[list[Sample], list[str]]:
         layouts = self._binary_layouts if self.classes == "binary" else self._multiclass_layouts
         base, (img_dir, gt_dir) = _locate(root, layouts, f"COVID-19 2D ({self.classes})")
-        images = {p.stem: p for p in _files(base / img_dir)}
-        masks = {p.stem: p for p in _files(base / gt_dir, (".png",))}
+        images = by_name(_files(base / img_dir))
+        masks = by_name(_files(base / gt_dir, (".png",)))
         pairs, problems = _pair_by_stem(images, masks, "mask")
         return [Sample(s, i, (m,), s) for s, i, m in pairs], problems
 
@@ -390,6 +413,7 @@ class CovidCTReader(DatasetReader):
     name = "covid_ct"
     kind = "volume"
     channels = 1
+    LABEL_NAMES = ("background", "ground-glass", "consolidation")
     _suffixes = (".nii.gz", ".nii")
 
     def __init__(self, image_dir: str = "ct", mask_dir: str | None = None, classes: str = "binary") -> None:
@@ -410,7 +434,8 @@ class CovidCTReader(DatasetReader):
         base, _ = _locate(root, [(self.image_dir, self.mask_dir)], "COVID-19 CT (NIfTI)")
 
         def cases(folder: Path) -> dict[str, Path]:
-            return {c: p for p in sorted(folder.iterdir()) if p.is_file() and (c := self._case(p)) is not None}
+            files = sorted(p for p in folder.iterdir() if p.is_file() or p.is_symlink())
+            return by_name(files, self._case)
 
         pairs, problems = _pair_by_stem(cases(base / self.image_dir), cases(base / self.mask_dir), "mask volume")
         return [Sample(c, i, (m,), c) for c, i, m in pairs], problems
@@ -432,6 +457,12 @@ class CovidCTReader(DatasetReader):
         values = np.unique(mask)
         if np.any(values != np.round(values)) or values.min() < 0:
             raise DataError(f"{sample.masks[0]}: mask values must be non-negative integers, found {values[:8]}.")
+        if self.classes == "multiclass" and not set(values.tolist()) <= set(range(len(self.LABEL_NAMES))):
+            raise DataError(
+                f"{sample.masks[0]}: a multi-class mask must hold the class indices 0..{len(self.LABEL_NAMES) - 1} "
+                f"({', '.join(self.LABEL_NAMES)}), found {sorted(values.tolist())[:8]}. Fix the mask, use --classes "
+                "binary (any value > 0 is infection), or run prepare with --skip-bad."
+            )
         label = (mask > 0).astype(np.uint8) if self.classes == "binary" else mask.astype(np.uint8)
         return Loaded(label, image_shape[:3])
 

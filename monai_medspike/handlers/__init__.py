@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from .batch_norm import BatchNormRecalibration, recalibrate_batch_norm
-from .best_metric import BestMetricState
+from .checkpoint import BestModelSaver, ResumableCheckpoint, all_finite, save_atomic
+from .divergence import DivergenceError, DivergenceGuard
 from .firing_rate import FiringRateHandler, neuron_groups
 from .teacher import TeacherLoader
 
 __all__ = [
     "BatchNormRecalibration",
-    "BestMetricState",
+    "BestModelSaver",
+    "DivergenceError",
+    "DivergenceGuard",
     "FiringRateHandler",
+    "ResumableCheckpoint",
     "TeacherLoader",
+    "all_finite",
     "neuron_groups",
     "recalibrate_batch_norm",
+    "save_atomic",
 ]

@@ -142,6 +142,16 @@ def test_inputs_that_do_not_fit_are_named_with_their_shape(shape, volume, match,
     check_input(torch.zeros((1, 8, 8, 4) if volume else (3, 8, 8)), info)  # what fits passes
 
 
+@pytest.mark.parametrize("name, shape", [("covid", (1, 8, 8, 4)), ("kvasir", (3, 8, 8))])
+def test_inputs_holding_nan_or_inf_are_refused(name, shape, tmp_path):
+    info = bundle_info(name, load_bundle_config(resolve_models(name)[name], tmp_path))
+    image = torch.zeros(shape)
+    image.view(-1)[3] = float("nan")
+    image.view(-1)[5] = float("inf")
+    with pytest.raises(ValueError, match=r"^upload: 2 value\(s\) are NaN or infinite"):
+        check_input(image, info, "upload")
+
+
 def test_input_check_goes_right_after_channel_first(tmp_path):
     parser = load_bundle_config(resolve_models("covid")["covid"], tmp_path)
     info = bundle_info("covid", parser)

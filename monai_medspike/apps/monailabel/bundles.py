@@ -234,9 +234,14 @@ def check_input(image: Any, info: BundleInfo, source: str = "input") -> None:
     """Check a loaded, channel-first image against what the model takes.
 
     Raises:
-        ValueError: wrong number of spatial dimensions or channels, naming ``source``, the shape and the fix.
+        ValueError: NaN or infinite values; wrong number of spatial dimensions or channels, naming ``source``, the
+            shape and the fix.
     """
     channels, spatial = int(image.shape[0]), tuple(int(s) for s in image.shape[1:])
+    values = torch.as_tensor(image)
+    if values.is_floating_point() and not bool(torch.isfinite(values).all()):
+        bad = int((~torch.isfinite(values)).sum())
+        raise ValueError(f"{source}: {bad} value(s) are NaN or infinite; send an image or volume with finite values.")
     if info.volume:
         if len(spatial) != 3:
             raise ValueError(

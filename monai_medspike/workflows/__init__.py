@@ -1,0 +1,22 @@
+"""What the bundles run: the two-phase training (ANN teacher, then the aligned spiking student), its inferer and
+post-processing, and the check of a run's settings."""
+
+from __future__ import annotations
+
+from .components import get_inferer, get_postprocessing
+from .settings import SETTINGS, SettingsError, check_command_line, check_overrides, check_settings
+from .training import PHASES, Phase, TwoPhaseTraining, resolve_resume
+
+__all__ = [
+    "PHASES",
+    "SETTINGS",
+    "Phase",
+    "SettingsError",
+    "TwoPhaseTraining",
+    "check_command_line",
+    "check_overrides",
+    "check_settings",
+    "get_inferer",
+    "get_postprocessing",
+    "resolve_resume",
+]

@@ -1,0 +1,44 @@
+"""The inferer and post-processing every bundle uses, chosen from the dataset's kind and the output channels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from monai.inferers import Inferer, SimpleInferer, SliceInferer, SlidingWindowInferer
+from monai.transforms import Activationsd, AsDiscreted, Compose, CopyItemsd
+
+from monai_medspike.data import get_reader
+
+__all__ = ["get_inferer", "get_postprocessing"]
+
+
+def get_inferer(dataset: str, image_size: Sequence[int], resize: bool = True, sw_batch_size: int = 1) -> Inferer:
+    """The validation/inference inferer of ``dataset``.
+
+    - a volume dataset (CT): ``SliceInferer`` over axial slices (the last axis) at ``image_size``;
+    - 2D images resized to ``image_size`` for training (``resize=True``): ``SimpleInferer``;
+    - 2D images kept at native resolution (``resize=False``): ``SlidingWindowInferer`` with ``image_size`` windows.
+    """
+    roi = tuple(int(s) for s in image_size)
+    if get_reader(dataset).kind == "volume":
+        return SliceInferer(roi_size=roi, spatial_dim=2, sw_batch_size=sw_batch_size)
+    if resize:
+        return SimpleInferer()
+    return SlidingWindowInferer(roi_size=roi, sw_batch_size=sw_batch_size, overlap=0.25)
+
+
+def get_postprocessing(out_channels: int) -> Compose:
+    """Post-processing of evaluator output: keeps ``logits`` and ``label_index`` (for the validation loss), turns
+    ``pred`` into masks (sigmoid > 0.5 for one channel; softmax, argmax and one-hot for more) and ``label`` into
+    one-hot for more than one channel, as MONAI's metrics expect."""
+    multi = out_channels > 1
+    onehot = out_channels if multi else None
+    return Compose(
+        [
+            CopyItemsd(keys="pred", names="logits"),
+            CopyItemsd(keys="label", names="label_index"),
+            Activationsd(keys="pred", sigmoid=not multi, softmax=multi),
+            AsDiscreted(keys="pred", threshold=None if multi else 0.5, argmax=multi, to_onehot=onehot),
+            AsDiscreted(keys="label", to_onehot=onehot),
+        ]
+    )

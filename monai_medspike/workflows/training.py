@@ -1,0 +1,455 @@
+"""The two-phase training of every bundle, defined once: the ANN teacher, then the spiking student aligned to it.
+
+A bundle's ``train.json`` holds its dataset's keys and one ``TwoPhaseTraining`` component built from them; its
+``training`` id calls :meth:`TwoPhaseTraining.run`. Each phase is the same definition (:meth:`TwoPhaseTraining.
+build_phase`) with a different network, loss and output folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.data import DataLoader, Dataset, load_decathlon_datalist
+from monai.engines import SupervisedEvaluator, SupervisedTrainer
+from monai.handlers import (
+    EarlyStopHandler,
+    IgniteMetricHandler,
+    LrScheduleHandler,
+    MeanDice,
+    MeanIoUHandler,
+    StatsHandler,
+    TensorBoardImageHandler,
+    TensorBoardStatsHandler,
+    ValidationHandler,
+    from_engine,
+)
+
+from monai_medspike.bundle import find_checkpoint, is_main_process, run_dir, train_scalars
+from monai_medspike.handlers import (
+    BatchNormRecalibration,
+    BestModelSaver,
+    DivergenceError,
+    DivergenceGuard,
+    FiringRateHandler,
+    ResumableCheckpoint,
+    TeacherLoader,
+)
+from monai_medspike.losses import DistributionAlignmentLoss, SegmentationAlignmentLoss
+
+from .settings import stop_command_line
+
+__all__ = ["PHASES", "Phase", "TwoPhaseTraining", "resolve_resume"]
+
+logger = logging.getLogger(__name__)
+
+PHASES = ("teacher", "student")
+CHECKPOINT = "last.pt"
+
+
+def resolve_resume(resume_from: str | Path | None) -> Path | None:
+    """The resumable checkpoint that ``--resume_from`` names: a ``last.pt`` file, or a run folder holding one.
+
+    Raises:
+        FileNotFoundError: nothing there to resume, with what the folder (or its parent) holds.
+    """
+    if resume_from is None or resume_from == "":
+        return None
+    path = Path(resume_from)
+    if path.is_dir():
+        if (path / CHECKPOINT).is_file():
+            return path / CHECKPOINT
+        held = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir() if not p.name.startswith("."))
+        runs = sorted(p.name for p in path.glob("*-*") if (p / CHECKPOINT).is_file())
+        hint = (
+            f" Runs there that can be resumed: {', '.join(runs)}."
+            if runs
+            else " A run writes it at the end of each epoch; one killed in its first epoch has nothing to resume."
+        )
+        raise FileNotFoundError(
+            f"--resume_from {path}: no {CHECKPOINT} in this folder (it holds: {', '.join(held) or 'nothing'}).{hint}"
+        )
+    if path.is_file():
+        return path
+    parent = path.parent
+    runs = sorted(p.name for p in parent.glob("*-*") if (p / CHECKPOINT).is_file()) if parent.is_dir() else []
+    where = f" Resumable runs in {parent}: {', '.join(runs)}." if runs else ""
+    raise FileNotFoundError(
+        f"--resume_from {path}: no such file or folder; give a run folder or its {CHECKPOINT}.{where}"
+    )
+
+
+@dataclass
+class Phase:
+    """The engines and handlers of one phase, as :meth:`TwoPhaseTraining.build_phase` wires them."""
+
+    name: str
+    output_dir: str
+    network: torch.nn.Module  # the network that is trained and saved
+    train_network: torch.nn.Module  # what the trainer runs (the network, with its teacher, maybe in DDP)
+    loss: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: Any
+    trainer: SupervisedTrainer
+    evaluator: SupervisedEvaluator
+    checkpoint: ResumableCheckpoint
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TwoPhaseTraining:
+    """Train the ANN teacher, then the spiking student aligned to it (distribution alignment), or one of them.
+
+    Each phase trains with Adam and ``ReduceLROnPlateau`` on the validation loss, validates every ``val_interval``
+    epochs after re-estimating batch-norm statistics, keeps the best network by validation Dice as
+    ``<run>/model.pt``, writes a resumable ``<run>/last.pt`` atomically at the end of every epoch, stops early when
+    the Dice stalls, and stops with an error at the first non-finite loss, gradient or weight. Runs go to
+    ``<output_root>/teacher-<run_id>`` and ``<output_root>/student-<run_id>``.
+
+    Args:
+        network_def: the spiking student (``MedSpikeFormer``).
+        teacher_def: its ANN teacher (``MedSpikeFormer(spiking=False)``, or any MONAI network for ``phase="teacher"``).
+        datalist_file: the datalist with ``training`` and ``validation`` lists.
+        train_transforms, val_transforms: the transform chains of the two lists.
+        inferer: validation inferer.
+        postprocessing: turns ``pred``/``label`` into discrete masks (keeps ``logits``/``label_index`` for the loss).
+        out_channels: the networks' output channels (1: sigmoid, more: softmax).
+        device: where to train.
+        output_root: the folder of the runs.
+        run_id: names the run folders (the same for both phases).
+        phase: ``"teacher"``, ``"student"`` or ``"both"``.
+        epochs, val_interval, batch_size, num_workers, learning_rate, lr_patience: the budget.
+        early_stop_patience, early_stop_min_delta: stop when the validation Dice has not improved by more than
+            ``early_stop_min_delta`` for ``early_stop_patience`` validations.
+        lambda_align: weight of the alignment loss (0: the student trains alone, no teacher is needed).
+        align_stages: encoder stages whose side outputs are aligned.
+        teacher_checkpoint: the teacher for the student phase; default: this run's teacher (``both``) or the newest
+            ``teacher-*/model.pt`` under ``output_root``.
+        bn_recalibration_batches: training batches for batch-norm re-estimation (None: all; 0: off).
+        run_name: the run folder's name instead of ``<phase>-<run_id>`` (single phase only).
+        overwrite: allow writing into a non-empty run folder.
+        resume_from: a run folder or its ``last.pt`` to continue (see :func:`resolve_resume`).
+        distributed: wrap the network in ``DistributedDataParallel`` and shard the data (``torchrun``).
+        ddp_kwargs: keyword arguments for ``DistributedDataParallel``.
+        dataset: a callable ``(data, transform) -> Dataset`` (e.g. a MONAI ``CacheDataset`` partial); default
+            MONAI's ``Dataset``.
+    """
+
+    def __init__(
+        self,
+        network_def: torch.nn.Module,
+        teacher_def: torch.nn.Module,
+        datalist_file: str,
+        train_transforms: Callable,
+        val_transforms: Callable,
+        inferer: Any,
+        postprocessing: Callable,
+        out_channels: int,
+        device: torch.device | str,
+        output_root: str,
+        run_id: str,
+        phase: str = "both",
+        epochs: int = 10,
+        val_interval: int = 1,
+        batch_size: int = 2,
+        num_workers: int = 0,
+        learning_rate: float = 1e-3,
+        lr_patience: int = 30,
+        early_stop_patience: int = 100,
+        early_stop_min_delta: float = 0.0,
+        lambda_align: float = 1.0,
+        align_stages: Sequence[int] = (0, 1, 2, 3),
+        teacher_checkpoint: str | None = None,
+        bn_recalibration_batches: int | None = None,
+        run_name: str | None = None,
+        overwrite: bool | str = False,
+        resume_from: str | None = None,
+        distributed: bool = False,
+        ddp_kwargs: dict | None = None,
+        dataset: Callable | None = None,
+    ) -> None:
+        if phase not in (*PHASES, "both"):
+            raise ValueError(f"--phase must be one of teacher, student, both; got {phase!r}.")
+        self.networks = {"teacher": teacher_def, "student": network_def}
+        self.datalist_file = datalist_file
+        self.transforms = {"training": train_transforms, "validation": val_transforms}
+        self.inferer = inferer
+        self.postprocessing = postprocessing
+        self.out_channels = int(out_channels)
+        self.activation = "sigmoid" if self.out_channels == 1 else "softmax"
+        self.device = torch.device(device)
+        self.output_root = str(output_root)
+        self.run_id = run_id
+        self.phase = phase
+        self.epochs = int(epochs)
+        self.val_interval = int(val_interval)
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.learning_rate = float(learning_rate)
+        self.lr_patience = int(lr_patience)
+        self.early_stop_patience = int(early_stop_patience)
+        self.early_stop_min_delta = float(early_stop_min_delta)
+        self.lambda_align = float(lambda_align)
+        self.align_stages = list(align_stages)
+        self.teacher_checkpoint = teacher_checkpoint
+        self.bn_recalibration_batches = bn_recalibration_batches
+        self.run_name = run_name
+        self.overwrite = overwrite
+        self.resume_from = resume_from
+        self.distributed = bool(distributed)
+        self.ddp_kwargs = dict(ddp_kwargs or {})
+        self.dataset = dataset or Dataset
+        self._loaders: dict[str, DataLoader] = {}
+
+    # ----------------------------------------------------------------------------------------------- data
+    def loader(self, split: str) -> DataLoader:
+        """The data loader of ``split`` (``"training"`` shuffled, ``"validation"`` in order), built once."""
+        if split not in self._loaders:
+            data = load_decathlon_datalist(self.datalist_file, data_list_key=split)
+            dataset = self.dataset(data=data, transform=self.transforms[split])
+            training = split == "training"
+            sampler = None
+            if self.distributed:
+                from monai.data import DistributedSampler
+
+                sampler = DistributedSampler(dataset, even_divisible=training, shuffle=training)
+            self._loaders[split] = DataLoader(
+                dataset,
+                batch_size=self.batch_size if training else 1,
+                shuffle=training and sampler is None,
+                sampler=sampler,
+                num_workers=self.num_workers,
+            )
+        return self._loaders[split]
+
+    # ----------------------------------------------------------------------------------------------- phases
+    def phases(self) -> list[str]:
+        """The phases this run trains, in order."""
+        return list(PHASES) if self.phase == "both" else [self.phase]
+
+    def phase_dir(self, name: str) -> str:
+        """The run folder of phase ``name`` (checked to be free unless ``overwrite``)."""
+        folder = self.run_name if (self.run_name and self.phase == name) else f"{name}-{self.run_id}"
+        return run_dir(self.output_root, folder, self.overwrite)
+
+    def student_teacher_checkpoint(self) -> str | None:
+        """The teacher checkpoint the student aligns to."""
+        if self.teacher_checkpoint:
+            return str(self.teacher_checkpoint)
+        if self.phase == "both":
+            return str(Path(self.output_root) / f"teacher-{self.run_id}" / "model.pt")
+        return find_checkpoint(self.output_root, "teacher")
+
+    def _wrap(self, network: torch.nn.Module) -> torch.nn.Module:
+        if not self.distributed:
+            return network
+        kwargs = dict(self.ddp_kwargs)
+        if self.device.type == "cuda":
+            kwargs.setdefault("device_ids", [self.device])
+        return torch.nn.parallel.DistributedDataParallel(network, **kwargs)
+
+    def build_phase(self, name: str, output_dir: str | None = None, teacher_checkpoint: str | None = None) -> Phase:
+        """Wire the trainer, evaluator and handlers of phase ``name`` (``"teacher"`` or ``"student"``)."""
+        if name not in PHASES:
+            raise ValueError(f"phase must be one of {PHASES}, got {name!r}.")
+        student = name == "student"
+        output_dir = output_dir or self.phase_dir(name)
+        network = self.networks[name].to(self.device)
+        align = student and self.lambda_align > 0
+        handlers: list[Any] = []
+        extra: dict[str, Any] = {}
+        if align:
+            from monai_medspike.networks.nets import DistributionAlignmentNet
+
+            teacher = self.networks["teacher"].to(self.device)
+            teacher_checkpoint = teacher_checkpoint or self.student_teacher_checkpoint()
+            extra["teacher_checkpoint"] = teacher_checkpoint
+            handlers.append(
+                TeacherLoader(
+                    teacher,
+                    teacher_checkpoint,
+                    hint="Train it first (--phase teacher or --phase both), pass --teacher_checkpoint <model.pt>, "
+                    "or set --lambda_align 0.",
+                )
+            )
+            train_network = self._wrap(DistributionAlignmentNet(network, teacher))
+        else:
+            train_network = self._wrap(network)
+        alignment = DistributionAlignmentLoss(stages=self.align_stages, activation=self.activation) if align else None
+        loss = SegmentationAlignmentLoss(
+            activation=self.activation, lambda_align=self.lambda_align if align else 0.0, alignment=alignment
+        )
+        optimizer = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
+        lr_scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", patience=self.lr_patience)
+        main = is_main_process()
+        tb_dir = f"{output_dir}/tb"
+        evaluator = self._evaluator(train_network, network, output_dir, tb_dir if main else None)
+        trainer = SupervisedTrainer(
+            device=self.device,
+            max_epochs=self.epochs,
+            train_data_loader=self.loader("training"),
+            network=train_network,
+            optimizer=optimizer,
+            loss_function=loss,
+            decollate=False,
+        )
+        checkpoint = ResumableCheckpoint(
+            output_dir,
+            {"model": network, "optimizer": optimizer, "lr_scheduler": lr_scheduler, "trainer": trainer},
+            extra=lambda: {
+                "phase": name,
+                "run_id": self.run_id,
+                "best": {
+                    "best_metric": float(getattr(evaluator.state, "best_metric", -1.0)),
+                    "best_metric_epoch": int(getattr(evaluator.state, "best_metric_epoch", -1)),
+                },
+                **extra,
+            },
+        )
+        scalars = lambda output: train_scalars(output, loss, optimizer)  # noqa: E731
+        handlers += [
+            DivergenceGuard(network, name, checkpoint.path, self.learning_rate),
+            BatchNormRecalibration(
+                network, self.loader("training"), num_batches=self.bn_recalibration_batches, interval=self.val_interval
+            ),
+            ValidationHandler(validator=evaluator, epoch_level=True, interval=self.val_interval),
+            LrScheduleHandler(
+                lr_scheduler, print_lr=True, step_transform=lambda engine: evaluator.state.metrics["val_loss"]
+            ),
+            checkpoint,
+        ]
+        if main:
+            handlers += [
+                StatsHandler(output_transform=scalars),
+                TensorBoardStatsHandler(log_dir=tb_dir, output_transform=scalars),
+            ]
+            if student:
+                handlers.append(FiringRateHandler(network, log_dir=tb_dir))
+            if sys.stderr.isatty():
+                from ignite.handlers import ProgressBar
+
+                handlers.append(ProgressBar(persist=True))
+        for handler in handlers:
+            handler.attach(trainer)
+        EarlyStopHandler(
+            patience=self.early_stop_patience,
+            min_delta=self.early_stop_min_delta,
+            score_function=lambda engine: engine.state.metrics["val_mean_dice"],
+            trainer=trainer,
+            epoch_level=True,
+        ).attach(evaluator)
+        return Phase(name, output_dir, network, train_network, loss, optimizer, lr_scheduler, trainer, evaluator,
+                     checkpoint, extra)  # fmt: skip
+
+    def _evaluator(
+        self, train_network: torch.nn.Module, network: torch.nn.Module, output_dir: str, tb_dir: str | None
+    ) -> SupervisedEvaluator:
+        background = self.out_channels == 1
+        pair = from_engine(["pred", "label"])
+        val_loss = SegmentationAlignmentLoss(activation=self.activation, lambda_align=0.0)
+        val_handlers: list[Any] = []
+        if tb_dir is not None:
+            val_handlers += [
+                StatsHandler(iteration_log=False),
+                TensorBoardStatsHandler(log_dir=tb_dir, iteration_log=False),
+                TensorBoardImageHandler(
+                    log_dir=tb_dir,
+                    batch_transform=from_engine(["image", "label"]),
+                    output_transform=from_engine(["pred"]),
+                    max_channels=1,
+                    frame_dim=-1,
+                    epoch_level=True,
+                ),
+            ]
+        val_handlers.append(BestModelSaver(network, output_dir))
+        return SupervisedEvaluator(
+            device=self.device,
+            val_data_loader=self.loader("validation"),
+            network=train_network,
+            inferer=self.inferer,
+            postprocessing=self.postprocessing,
+            key_val_metric={"val_mean_dice": MeanDice(include_background=background, output_transform=pair)},
+            additional_metrics={
+                "val_mean_iou": MeanIoUHandler(include_background=background, output_transform=pair),
+                "val_loss": IgniteMetricHandler(
+                    loss_fn=val_loss, output_transform=from_engine(["logits", "label_index"])
+                ),
+            },
+            val_handlers=val_handlers,
+        )
+
+    # ----------------------------------------------------------------------------------------------- running
+    def run(self) -> dict[str, str]:
+        """Train the phases (resuming where ``resume_from`` says); returns ``{phase: run folder}``."""
+        resume = resolve_resume(self.resume_from)
+        state = torch.load(resume, map_location="cpu", weights_only=True) if resume else None
+        todo = self.phases()
+        if state is not None and state.get("phase") == "teacher" and self.phase == "both":
+            student = resume.parent.parent / f"student-{state.get('run_id')}" / CHECKPOINT
+            if student.is_file():  # the student of this run had started too: continue it
+                resume, state = student, torch.load(student, map_location="cpu", weights_only=True)
+        resumed_phase = None
+        if state is not None:
+            resumed_phase = state.get("phase") or (self.phase if self.phase != "both" else None)
+            if resumed_phase not in PHASES:
+                raise ValueError(
+                    f"--resume_from {resume} does not say which phase it holds (an older checkpoint); "
+                    "add --phase teacher or --phase student."
+                )
+            if resumed_phase not in todo:
+                raise ValueError(
+                    f"--resume_from {resume} holds the {resumed_phase} phase but --phase is {self.phase}; "
+                    f"use --phase {resumed_phase} or --phase both."
+                )
+            todo = todo[todo.index(resumed_phase) :]
+            self.run_id = state.get("run_id") or self.run_id
+        folders: dict[str, str] = {}
+        for name in todo:
+            if state is not None and name == resumed_phase:
+                folder = str(resume.parent)
+                done = int(state["trainer"].get("epoch", 0))
+                if done >= self.epochs:
+                    logger.info(
+                        "the %s in %s has trained %d of --epochs %d; not trained again (pass a larger --epochs to "
+                        "train on)", name, folder, done, self.epochs,
+                    )  # fmt: skip
+                    folders[name] = folder
+                    continue
+                phase = self.build_phase(name, folder, state.get("teacher_checkpoint"))
+                self._load(phase, state, resume)
+            else:
+                if name == "student" and resumed_phase == "teacher":
+                    # the teacher of this run has just been resumed: the student goes beside it
+                    folder = str(resume.parent.parent / f"student-{self.run_id}")
+                    teacher = str(resume.parent / "model.pt")
+                    phase = self.build_phase(name, run_dir(str(resume.parent.parent), Path(folder).name), teacher)
+                else:
+                    phase = self.build_phase(name)
+            logger.info("training the %s in %s", name, phase.output_dir)
+            try:
+                phase.trainer.run()
+            except DivergenceError as error:
+                stop_command_line(error, status=1)
+                raise
+            folders[name] = phase.output_dir
+            del phase
+        return folders
+
+    def _load(self, phase: Phase, state: dict, path: Path) -> None:
+        phase.network.load_state_dict(state["model"])
+        phase.optimizer.load_state_dict(state["optimizer"])
+        phase.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        phase.trainer.load_state_dict(state["trainer"])
+        phase.trainer.state.max_epochs = self.epochs
+        best = state.get("best", {})
+        phase.evaluator.state.best_metric = best.get("best_metric", -1.0)
+        phase.evaluator.state.best_metric_epoch = best.get("best_metric_epoch", -1)
+        logger.info(
+            "resuming the %s from %s at epoch %d (best val_mean_dice %.4f at epoch %d)",
+            phase.name, path, phase.trainer.state.epoch + 1, phase.evaluator.state.best_metric,
+            phase.evaluator.state.best_metric_epoch,
+        )  # fmt: skip

@@ -1,0 +1,113 @@
+"""Settings are checked before any work starts: unknown keys with the nearest valid ones, bad values named."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from monai.bundle import ConfigParser
+
+from monai_medspike.workflows import SettingsError, check_command_line, check_overrides, check_settings
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN = REPO / "bundles" / "covid" / "configs" / "train.json"
+
+
+def config() -> dict:
+    return ConfigParser.load_config_files(str(TRAIN))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"epochz": 3}, "--epochz: unknown setting; the config has no id 'epochz'. Did you mean --epochs?"),
+        ({"learning_rat": 0.1}, "Did you mean --learning_rate?"),
+        ({"network_def#time_step": 2}, "Did you mean --network_def#time_steps?"),
+        ({"epochs": "abc"}, "--epochs 'abc': must be a whole number >= 1."),
+        ({"epochs": 0}, "--epochs 0: must be a whole number >= 1."),
+        ({"epochs": True}, "--epochs True: must be a whole number >= 1."),
+        ({"image_size": 65}, "--image_size 65: must be two sizes, each a multiple of 16"),
+        ({"image_size": [64, 40]}, "--image_size [64, 40]: must be two sizes, each a multiple of 16"),
+        ({"batch_size": 0}, "--batch_size 0: must be a whole number >= 1."),
+        ({"learning_rate": 0}, "--learning_rate 0: must be a number > 0."),
+        ({"learning_rate": float("nan")}, "--learning_rate nan: must be a number > 0."),
+        ({"lambda_align": -1}, "--lambda_align -1: must be a number >= 0."),
+        ({"phase": "ann"}, "--phase 'ann': must be one of teacher, student, both."),
+        ({"classes": "three"}, "--classes 'three': must be one of binary, multiclass."),
+        ({"overwrite": "maybe"}, "--overwrite 'maybe': must be true or false."),
+        ({"align_stages": [0, 4]}, "--align_stages [0, 4]: must be a list of encoder stages 0..3"),
+        ({"datalist": "/no/such/list.json"}, "--datalist '/no/such/list.json': must be an existing file."),
+        ({"dataset_dir": "/no/such/folder"}, "--dataset_dir '/no/such/folder': must be an existing folder."),
+    ],
+)
+def test_bad_overrides_are_named_with_what_is_accepted(overrides, message):
+    with pytest.raises(SettingsError) as error:
+        check_overrides(config(), overrides)
+    assert message in str(error.value)
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(SettingsError) as error:
+        check_overrides(config(), {"epochz": 1, "batch_size": -1, "phase": "x"})
+    assert len(str(error.value).splitlines()) == 3
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"epochs": 3, "image_size": [32, 32], "phase": "teacher", "overwrite": "false", "learning_rate": 1e-4},
+        {"network_def#time_steps": 2, "workflow#early_stop_min_delta": 0.1, "config_file": "x", "logging_file": "y"},
+        {"train_transforms": "$None", "epochs": "$1 + 1"},  # expressions are the config's business
+    ],
+)
+def test_valid_overrides_pass(overrides):
+    check_overrides(config(), overrides)
+
+
+def test_a_folder_without_a_checkpoint_is_refused_with_what_it_holds(tmp_path):
+    (tmp_path / "teacher-1").mkdir()
+    (tmp_path / "teacher-1" / "model.pt").write_bytes(b"")
+    with pytest.raises(SettingsError, match=r"no last\.pt in this folder \(it holds: model\.pt\)"):
+        check_overrides(config(), {"resume_from": str(tmp_path / "teacher-1")})
+
+
+def test_the_bundle_files_own_values_are_checked_too():
+    with pytest.raises(SettingsError, match="--batch_size 0"):
+        check_settings({"batch_size": 0, "epochs": "$@x"})
+    check_settings({"epochs": "$@x", "unknown": 1})  # expressions and unknown keys are not judged here
+
+
+def test_outside_the_bundle_command_line_nothing_is_checked():
+    check_command_line(["pytest", "--epochz", "3"])  # not `python -m monai.bundle`: no SystemExit
+
+
+def test_the_command_line_is_read_as_monai_bundle_reads_it(capsys):
+    main = str(Path(sys.modules["monai"].__file__).parent / "bundle" / "__main__.py")
+    with pytest.raises(SystemExit) as stop:
+        check_command_line([main, "run", "training", "--config_file", str(TRAIN), "--epochs=0", "--epochz", "3"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--epochz: unknown setting" in err and "--epochs 0:" in err
+    check_command_line([main, "run", "training", "--config_file", f"['{TRAIN}']", "--epochs", "2"])
+
+
+@pytest.mark.parametrize("overlay", ["train.json", "evaluate.json", "inference.json"])
+def test_bundle_command_refuses_a_typo_before_any_work(overlay, tmp_path):
+    files = str(TRAIN) if overlay == "train.json" else f"['{TRAIN}','{TRAIN.parent / overlay}']"
+    run = {"train.json": "training", "evaluate.json": "evaluating", "inference.json": "inferring"}[overlay]
+    out = tmp_path / "out"
+    args = ["--config_file", files, "--output_root", str(out), "--epochz", "3", "--batch_size", "0"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", run, *args], env=env, capture_output=True, text=True,
+        timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith("error: --epochz: unknown setting") and "Did you mean --epochs?" in lines[0]
+    assert lines[1] == "--batch_size 0: must be a whole number >= 1."
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()  # nothing created
