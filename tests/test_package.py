@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import ast
+import os
 import tomllib
 from pathlib import Path
+
+import pytest
 
 import monai_medspike
 
@@ -60,3 +63,54 @@ def test_readme_commands_install_with_the_constraints_and_ci_runs_them():
     assert readme_command("test").endswith("python -m pytest -q")
     ci = (ROOT / ".ci" / "run").read_text()
     assert "readme_command test" in ci and "readme_command main" in ci and "ruff check" in ci
+
+
+def test_the_bundles_ship_with_the_package_and_export_writes_one(tmp_path, capsys):
+    from monai_medspike.bundle import export_bundle, shipped_bundles
+    from monai_medspike.bundle.__main__ import main
+
+    assert sorted(shipped_bundles()) == ["busi", "covid", "isic2018", "kvasir", "monuseg"]
+    assert main(["export", "busi", str(tmp_path / "busi")]) == 0
+    folder = tmp_path / "busi"
+    assert (folder / "configs" / "train.json").read_text() == (ROOT / "bundles/busi/configs/train.json").read_text()
+    assert (folder / "train.json").is_symlink() and (folder / "LICENSE").is_file() and not (folder / "outputs").exists()
+    assert main(["export", "busi", str(folder)]) == 2  # not over a bundle already there
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert main(["export", "nope", str(tmp_path / "x")]) == 2
+    assert "the shipped bundles are: busi, covid, isic2018, kvasir, monuseg" in capsys.readouterr().err
+    export_bundle("busi", folder, overwrite=True)
+
+
+@pytest.mark.slow
+def test_a_wheel_installed_outside_the_checkout_exports_and_trains_a_bundle(tmp_path):
+    """Build the wheel, install it (without dependencies: those of this environment are put on its path) into a
+    fresh venv, then export the kvasir bundle and train it for one epoch, all outside the checkout."""
+    import shutil
+    import subprocess
+    import sys
+    import sysconfig
+
+    source = tmp_path / "src"
+    ignore = shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "outputs", "__pycache__", ".*cache")
+    shutil.copytree(ROOT, source, ignore=ignore)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)} | {"PYTHONWARNINGS": "ignore"}
+
+    def call(*args: str, python: str = sys.executable, cwd: Path = tmp_path) -> str:
+        proc = subprocess.run([python, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, f"{args}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+        return proc.stdout
+
+    call("-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(source))
+    (wheel,) = (tmp_path / "dist").glob("monai_medspike-*.whl")
+    call("-m", "venv", "--without-pip", str(tmp_path / "venv"))
+    python = str(tmp_path / "venv" / "bin" / "python")
+    call("-m", "pip", "--python", python, "install", "--no-deps", "-q", str(wheel))
+    site = call("-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", python=python).strip()
+    Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # torch, monai, ... of this env
+    where = call("-c", "import monai_medspike; print(monai_medspike.__file__)", python=python)
+    assert where.startswith(site)  # the wheel's copy, not the checkout
+
+    call("-m", "monai_medspike.bundle", "export", "kvasir", "kv", python=python)
+    args = ["--epochs", "1", "--image_size", "[32, 32]", "--demo_count", "6", "--output_root", "out"]
+    call("-m", "monai.bundle", "run", "training", "--config_file", "kv/configs/train.json", *args, python=python)
+    assert list((tmp_path / "out").glob("student-*/model.pt")) and list((tmp_path / "out").glob("teacher-*/last.pt"))

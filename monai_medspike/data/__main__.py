@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from monai_medspike.data.datalist import PROTOCOLS, prepare
+from monai_medspike.data.demo import DEMO_DATASETS
 from monai_medspike.data.errors import DataError
 from monai_medspike.data.readers import READERS
+from monai_medspike.data.splits import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 
 __all__ = ["main"]
 
@@ -30,6 +32,8 @@ _READER_OPTIONS = {
     "mask_dir": (("covid_ct",), "mask_dir"),
     "no_outline": (("monuseg",), "outline"),
     "overlap": (("monuseg",), "overlap"),
+    "channels": (("folder",), "channels"),
+    "label_threshold": (("folder",), "label_threshold"),
 }
 
 
@@ -64,8 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--root", type=Path, required=True, help="the dataset folder as released")
     p.add_argument("--out", type=Path, required=True, help="the datalist JSON to write")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION, help="validation share (default 0.2)")
+    p.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION, help="test share (default 0.2)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="default", help="'original': the paper's test share")
     p.add_argument("--skip-bad", action="store_true", help="leave out and list bad pairs instead of stopping")
     p.add_argument("--overwrite", action="store_true", help="replace an existing datalist")
@@ -75,9 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--mask-dir", default=None, help="covid_ct: folder of the masks (default 'infection_mask')")
     p.add_argument("--no-outline", action="store_true", default=None, help="monuseg: polygon outline is background")
     p.add_argument("--overlap", choices=("last", "zero"), default=None, help="monuseg: overlapping nuclei")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="folder: image channels (default 3)")
+    p.add_argument("--label-threshold", type=float, default=None, help="folder: mask > it is foreground (default 0)")
 
     d = sub.add_parser("demo", help="write a small synthetic dataset in the release layout")
-    d.add_argument("dataset", choices=[*READERS, "all"])
+    d.add_argument("dataset", choices=[*DEMO_DATASETS, "all"])
     d.add_argument("--out", type=Path, required=True, help="folder to create (must not exist or be empty)")
     d.add_argument("--count", type=int, default=None, help="number of images / volumes (default per dataset)")
     d.add_argument("--seed", type=int, default=0)

@@ -15,7 +15,7 @@ import numpy as np
 
 from monai_medspike.data.errors import DataError
 from monai_medspike.data.readers import DatasetReader, Loaded, Sample, get_reader
-from monai_medspike.data.splits import SPLITS, split_groups
+from monai_medspike.data.splits import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, SPLITS, split_groups
 
 __all__ = ["PROTOCOLS", "prepare"]
 
@@ -107,8 +107,8 @@ def prepare(
     root: str | Path,
     out: str | Path,
     seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
     protocol: str = "default",
     skip_bad: bool = False,
     overwrite: bool = False,

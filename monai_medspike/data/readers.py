@@ -38,6 +38,7 @@ __all__ = [
     "READERS",
     "BusiReader",
     "Covid2DReader",
+    "FolderReader",
     "CovidCTReader",
     "DatasetReader",
     "Isic2018Reader",
@@ -467,8 +468,36 @@ class CovidCTReader(DatasetReader):
         return Loaded(label, image_shape[:3])
 
 
+class FolderReader(DatasetReader):
+    """Your own 2D dataset: ``images/<id>.<ext>`` with binary masks ``masks/<id>.<ext>`` (any image format; masks
+    0/255 or 0/1, grey or RGB), or a datalist of such pairs.
+
+    Args:
+        channels: image channels the network takes (1: grey, 3: RGB); images are converted to it.
+        label_threshold: a mask pixel above it is foreground (127 for JPEG masks).
+    """
+
+    name = "folder"
+
+    def __init__(self, channels: int = 3, label_threshold: float = 0.0) -> None:
+        if isinstance(channels, bool) or channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}.")
+        self.channels = channels
+        self.label_threshold = float(label_threshold)
+
+    def find(self, root: Path) -> tuple[list[Sample], list[str]]:
+        base, _ = _locate(root, [("images", "masks")], "image folder (images/ + masks/)")
+        pairs, problems = _pair_by_stem(by_name(_files(base / "images")), by_name(_files(base / "masks")), "mask")
+        return [Sample(s, i, (m,), s) for s, i, m in pairs], problems
+
+    def load(self, sample: Sample) -> Loaded:
+        image, mask = _read_pair(sample)
+        return Loaded(_check_binary((mask > self.label_threshold).astype(np.uint8), sample.masks[0]), image.shape[:2])
+
+
 READERS: dict[str, type[DatasetReader]] = {
-    cls.name: cls for cls in (Isic2018Reader, KvasirReader, BusiReader, MonusegReader, Covid2DReader, CovidCTReader)
+    cls.name: cls
+    for cls in (Isic2018Reader, KvasirReader, BusiReader, MonusegReader, Covid2DReader, CovidCTReader, FolderReader)
 }
 
 

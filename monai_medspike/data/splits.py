@@ -8,9 +8,13 @@ import numpy as np
 
 from monai_medspike.data.errors import DataError
 
-__all__ = ["SPLITS", "split_groups"]
+__all__ = ["DEFAULT_TEST_FRACTION", "DEFAULT_VAL_FRACTION", "SPLITS", "split_groups"]
 
 SPLITS = ("training", "validation", "test")
+DEFAULT_VAL_FRACTION = 0.2
+"""Validation share of a dataset when none is given: by ``prepare``, its command and every bundle alike."""
+DEFAULT_TEST_FRACTION = 0.2
+"""Test share of a dataset when none is given (``prepare``, its command, the bundles)."""
 
 
 def _fraction(value: float, argument: str) -> float:

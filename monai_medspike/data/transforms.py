@@ -107,6 +107,7 @@ def get_transforms(
     neg: float = 1.0,
     one_hot: int | None = None,
     resize: bool = True,
+    reader_options: Mapping[str, Any] | None = None,
 ) -> Compose:
     """The transform chain of ``dataset`` for datalist entries ``{"image": path, "label": path}``.
 
@@ -128,6 +129,8 @@ def get_transforms(
             images for a sliding-window inferer (e.g. MoNuSeg's 1000 x 1000 tiles at 256 x 256).
         one_hot: with ``classes="multiclass"``, the number of classes to one-hot encode the label into
             (``(K, H, W)``); None keeps one channel of class indices (for losses with ``to_onehot_y=True``).
+        reader_options: options of the dataset's reader (e.g. ``{"channels": 1}`` for ``"folder"``), which set
+            the image channels and the label threshold.
 
     Returns:
         a MONAI ``Compose``. Images come out ``(C, H, W)`` float in [0, 1] (volumes ``(1, X, Y, Z)`` in eval/infer
@@ -149,7 +152,7 @@ def get_transforms(
         raise ValueError(f"augment_prob must be in [0, 1], got {augment_prob}.")
     if one_hot is not None and (classes != "multiclass" or one_hot < 2):
         raise ValueError(f"one_hot needs classes='multiclass' and at least 2 classes, got {one_hot} ({classes}).")
-    info = get_reader(dataset)
+    info = get_reader(dataset, **dict(reader_options or {}))
     volume = info.kind == "volume"
     if reader is not None and reader not in ("NibabelReader", "ITKReader"):
         raise ValueError(f"reader must be 'NibabelReader' or 'ITKReader', got {reader!r}.")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from .components import get_inferer, get_postprocessing
 from .settings import SETTINGS, SettingsError, check_command_line, check_overrides, check_settings
-from .training import PHASES, Phase, TwoPhaseTraining, resolve_resume
+from .training import CACHES, PHASES, Phase, TwoPhaseTraining, make_dataset, resolve_resume
 
 __all__ = [
+    "CACHES",
     "PHASES",
     "SETTINGS",
     "Phase",
@@ -18,5 +19,6 @@ __all__ = [
     "check_settings",
     "get_inferer",
     "get_postprocessing",
+    "make_dataset",
     "resolve_resume",
 ]

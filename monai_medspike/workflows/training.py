@@ -7,7 +7,9 @@ build_phase`) with a different network, loss and output folder.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import pickle
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.data import DataLoader, Dataset, load_decathlon_datalist
+from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset, load_decathlon_datalist
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import (
     EarlyStopHandler,
@@ -29,6 +31,7 @@ from monai.handlers import (
     ValidationHandler,
     from_engine,
 )
+from monai.transforms import Compose, Randomizable
 
 from monai_medspike.bundle import find_checkpoint, is_main_process, run_dir, train_scalars
 from monai_medspike.handlers import (
@@ -44,12 +47,38 @@ from monai_medspike.losses import DistributionAlignmentLoss, SegmentationAlignme
 
 from .settings import stop_command_line
 
-__all__ = ["PHASES", "Phase", "TwoPhaseTraining", "resolve_resume"]
+__all__ = ["CACHES", "PHASES", "Phase", "TwoPhaseTraining", "make_dataset", "resolve_resume"]
 
 logger = logging.getLogger(__name__)
 
 PHASES = ("teacher", "student")
 CHECKPOINT = "last.pt"
+CACHES = (None, "memory", "disk")
+
+
+def _cached_part(transform: Callable) -> str:
+    """A hash of the transforms a cache holds the result of (those before the first random one): a change of any
+    of their settings (e.g. the image size) gives another cache folder, never a stale entry."""
+    chain = transform.transforms if isinstance(transform, Compose) else (transform,)
+    cached = []
+    for t in chain:
+        if isinstance(t, Randomizable):
+            break
+        cached.append(t)
+    return hashlib.sha1(pickle.dumps(cached)).hexdigest()[:12]
+
+
+def make_dataset(data: list, transform: Callable, cache: str | None = None, cache_dir: str | Path = "cache") -> Dataset:
+    """A MONAI dataset over ``data`` with ``transform``: plain (``cache=None``), ``CacheDataset`` (``"memory"``)
+    or ``PersistentDataset`` under ``cache_dir`` (``"disk"``); the cached part is everything before the first
+    random transform."""
+    if cache is None:
+        return Dataset(data=data, transform=transform)
+    if cache == "memory":
+        return CacheDataset(data=data, transform=transform, progress=False)
+    if cache == "disk":
+        return PersistentDataset(data=data, transform=transform, cache_dir=Path(cache_dir) / _cached_part(transform))
+    raise ValueError(f"cache must be one of {', '.join(map(str, CACHES))}; got {cache!r}.")
 
 
 def resolve_resume(resume_from: str | Path | None) -> Path | None:
@@ -135,8 +164,9 @@ class TwoPhaseTraining:
         resume_from: a run folder or its ``last.pt`` to continue (see :func:`resolve_resume`).
         distributed: wrap the network in ``DistributedDataParallel`` and shard the data (``torchrun``).
         ddp_kwargs: keyword arguments for ``DistributedDataParallel``.
-        dataset: a callable ``(data, transform) -> Dataset`` (e.g. a MONAI ``CacheDataset`` partial); default
-            MONAI's ``Dataset``.
+        cache: ``None`` reads and decodes every image at every epoch (MONAI ``Dataset``); ``"memory"`` keeps
+            each sample's result up to the first random transform in memory (``CacheDataset``); ``"disk"`` keeps it
+            under ``<output_root>/cache/<hash of those transforms>/`` (``PersistentDataset``, reused by later runs).
     """
 
     def __init__(
@@ -170,7 +200,7 @@ class TwoPhaseTraining:
         resume_from: str | None = None,
         distributed: bool = False,
         ddp_kwargs: dict | None = None,
-        dataset: Callable | None = None,
+        cache: str | None = None,
     ) -> None:
         if phase not in (*PHASES, "both"):
             raise ValueError(f"--phase must be one of teacher, student, both; got {phase!r}.")
@@ -202,7 +232,9 @@ class TwoPhaseTraining:
         self.resume_from = resume_from
         self.distributed = bool(distributed)
         self.ddp_kwargs = dict(ddp_kwargs or {})
-        self.dataset = dataset or Dataset
+        if cache not in CACHES:
+            raise ValueError(f"--cache must be one of {', '.join(map(str, CACHES))}; got {cache!r}.")
+        self.cache = cache
         self._loaders: dict[str, DataLoader] = {}
 
     # ----------------------------------------------------------------------------------------------- data
@@ -210,7 +242,7 @@ class TwoPhaseTraining:
         """The data loader of ``split`` (``"training"`` shuffled, ``"validation"`` in order), built once."""
         if split not in self._loaders:
             data = load_decathlon_datalist(self.datalist_file, data_list_key=split)
-            dataset = self.dataset(data=data, transform=self.transforms[split])
+            dataset = make_dataset(data, self.transforms[split], self.cache, Path(self.output_root) / "cache")
             training = split == "training"
             sampler = None
             if self.distributed:

@@ -11,7 +11,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from monai_medspike.bundle import check_flag, prepare_data, run_dir, write_summary
-from tests.bundles.test_covid_bundle import REPO
+from tests.bundles.helpers import REPO
 
 
 def engine(details: dict[str, torch.Tensor], images: int) -> SimpleNamespace:

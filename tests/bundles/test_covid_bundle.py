@@ -16,22 +16,12 @@ from monai.bundle import ConfigParser
 
 from monai_medspike.bundle import load_weights
 from monai_medspike.networks.nets import MedSpikeFormer
+from tests.bundles.helpers import REPO, bundle, export, run_folder
 
-REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "covid"
 CONFIGS = BUNDLE / "configs"
 # a small, fast configuration; the network_def is the bundle's own
 FAST = ["--epochs", "1", "--image_size", "[32, 32]", "--demo_count", "5", "--slices_per_volume", "2"]
-
-
-def bundle(*args: str, cwd: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"monai.bundle {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
 
 
 def overlay(name: str) -> str:
@@ -44,22 +34,6 @@ def trained(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("covid_outputs")
     bundle("run", "training", "--config_file", "bundles/covid/train.json", "--output_root", str(out), *FAST)
     return out
-
-
-def export(configs: Path, ckpt: Path, ts_file: Path, channels: int) -> Path:
-    """``ckpt_export --use_trace`` of a bundle's network_def with ``ckpt`` at 32 x 32; returns ``ts_file``."""
-    bundle(
-        "ckpt_export", "network_def", "--filepath", str(ts_file), "--ckpt_file", str(ckpt),
-        "--meta_file", str(configs / "metadata.json"), "--config_file", str(configs / "train.json"),
-        "--key_in_ckpt", "model", "--use_trace", "True", "--input_shape", f"[1, {channels}, 32, 32]",
-    )  # fmt: skip
-    return ts_file
-
-
-def run_folder(root: Path, phase: str) -> Path:
-    runs = sorted(root.glob(f"{phase}-*"))
-    assert len(runs) == 1, runs
-    return runs[0]
 
 
 @pytest.mark.slow
@@ -207,8 +181,10 @@ def test_configs_share_one_network_def_and_root_links_point_into_configs():
     train = json.loads((CONFIGS / "train.json").read_text())
     for name in ("evaluate.json", "inference.json"):
         assert "network_def" not in json.loads((CONFIGS / name).read_text())  # overlays reuse train.json's
-    teacher = dict(train["teacher_def"], spiking=True)
-    assert teacher == train["network_def"]  # the twin differs only in `spiking`
+    parser = ConfigParser(train)
+    student, teacher = parser.get_parsed_content("network_def"), parser.get_parsed_content("teacher_def")
+    assert student.spiking and not teacher.spiking  # the twin differs only in `spiking`
+    assert teacher._arguments == {**student._arguments, "spiking": False}
     for link in ("train.json", "metadata.json", "logging.conf"):
         assert (BUNDLE / link).is_symlink() and (BUNDLE / link).resolve() == (CONFIGS / link).resolve()
     assert {"training", "run", "bundle_root", "device", "dataset_dir", "network_def", "val_interval"} <= set(train)

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from monai_medspike.handlers import all_finite
+from tests.bundles.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "bundles" / "covid" / "configs" / "train.json"
 FAST = ["--image_size", "[32, 32]", "--demo_count", "5", "--slices_per_volume", "2"]
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}

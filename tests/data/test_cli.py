@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from monai_medspike.data.__main__ import main
 from tests.data import writers
 
@@ -47,3 +49,30 @@ def test_reader_options_reach_the_reader(tmp_path, capsys):
     argv = ["prepare", "busi", "--root", str(root), "--out", str(out), "--exclude-normal", "--val-fraction", "0.2"]
     assert main(argv) == 0
     assert "5 busi samples" in capsys.readouterr().out
+
+
+def test_your_own_image_folder_is_prepared_with_its_channels(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from monai_medspike.data import get_transforms
+
+    root = tmp_path / "mine"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(5):
+        mask = writers.disk(40, 48, 20, 24, 5 + i)
+        Image.fromarray((mask * 100 + 50).astype(np.uint8), "L").save(root / "images" / f"s{i}.png")
+        Image.fromarray(mask * 255, "L").save(root / "masks" / f"s{i}.png")
+    out = tmp_path / "mine.json"
+    assert main(["prepare", "folder", "--root", str(root), "--out", str(out), "--channels", "1"]) == 0
+    datalist = json.loads(out.read_text())
+    assert datalist["reader"]["channels"] == 1 and len(datalist["training"]) == 3
+    entry = datalist["training"][0]
+    item = get_transforms("folder", "eval", spatial_size=(32, 32), reader_options={"channels": 1})(
+        {"image": str(tmp_path / entry["image"]), "label": str(tmp_path / entry["label"])}
+    )
+    assert item["image"].shape == (1, 32, 32) and set(item["label"].unique().tolist()) <= {0.0, 1.0}
+    with pytest.raises(SystemExit):
+        main(["prepare", "kvasir", "--root", str(root), "--out", str(tmp_path / "k.json"), "--channels", "1"])
+    assert "--channels applies to folder only" in capsys.readouterr().err

@@ -48,7 +48,14 @@ class EncoderStage(nn.Module):
         super().__init__()
         self.embed = PatchEmbedding(in_channels, channels, kernel_size)
         self.attention = AllNeuronSelfAttention(
-            channels, num_heads, neuron, spiking, interactions, kernel_size, faithful_layout, method
+            channels,
+            num_heads=num_heads,
+            neuron=neuron,
+            spiking=spiking,
+            interactions=interactions,
+            kernel_size=kernel_size,
+            faithful_layout=faithful_layout,
+            method=method,
         )
         self.side_head = SideMaskHead(channels, out_channels, kernel_size)
         self.downsample = PatchDownsample(channels, channels)

@@ -99,6 +99,12 @@ class MedSpikeFormer(nn.Module):
         attention_method: str = "fused",
     ) -> None:
         super().__init__()
+        self._arguments = {
+            "spatial_dims": spatial_dims, "in_channels": in_channels, "out_channels": out_channels,
+            "embed_dims": embed_dims, "num_heads": num_heads, "time_steps": time_steps, "neuron": neuron,
+            "interactions": interactions, "attention": attention, "spiking": spiking,
+            "faithful_layout": faithful_layout, "kernel_size": kernel_size, "attention_method": attention_method,
+        }  # fmt: skip
         if spatial_dims != 2:
             raise ValueError(
                 f"spatial_dims must be 2, got {spatial_dims!r}: MedSpikeFormer is a 2D network; segment volumes "
@@ -140,16 +146,16 @@ class MedSpikeFormer(nn.Module):
         widths = (in_channels, *embed_dims)
         self.stages = nn.ModuleList(
             EncoderStage(
-                widths[i],
-                widths[i + 1],
-                out_channels,
-                num_heads,
-                neuron,
-                self.spiking,
-                interactions,
-                kernel_size,
-                faithful_layout,
-                attention_method,
+                in_channels=widths[i],
+                channels=widths[i + 1],
+                out_channels=out_channels,
+                num_heads=num_heads,
+                neuron=neuron,
+                spiking=self.spiking,
+                interactions=interactions,
+                kernel_size=kernel_size,
+                faithful_layout=faithful_layout,
+                method=attention_method,
             )
             for i in range(len(embed_dims))
         )
@@ -163,6 +169,11 @@ class MedSpikeFormer(nn.Module):
         for module in self.modules():
             if isinstance(module, LIFNode):
                 module.store_v = False  # every forward starts from rest: the last membranes are never read
+
+    def ann_twin(self) -> MedSpikeFormer:
+        """A new, untrained network with this one's arguments and ``spiking=False``: its ANN twin (the teacher of
+        distribution alignment), with the same layout, widths and heads."""
+        return type(self)(**{**self._arguments, "spiking": False})
 
     def _check_input(self, x: torch.Tensor) -> None:
         if torch.jit.is_tracing() or torch.jit.is_scripting():

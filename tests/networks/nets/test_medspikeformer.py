@@ -233,3 +233,16 @@ def test_trace_export_matches_eager():
             expected = net(other)
             assert expected.std() > 0
             torch.testing.assert_close(ts(other), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_ann_twin_has_the_same_arguments_but_no_neurons():
+    net = MedSpikeFormer(in_channels=1, out_channels=3, attention="ssa", **SMALL)
+    twin = net.ann_twin()
+    assert type(twin) is MedSpikeFormer and twin is not net and not twin.spiking and net.spiking
+    assert twin._arguments == {**net._arguments, "spiking": False}
+    assert twin.embed_dims == net.embed_dims and twin.interactions == ("aa",)
+    own, theirs = twin.state_dict(), net.state_dict()
+    shared = set(own) & set(theirs)
+    assert len(shared) > 0.9 * len(own)  # the same layers, under the same names
+    assert all(own[k].shape == theirs[k].shape for k in shared)
+    assert twin(torch.rand(1, 1, 32, 32)).shape == (1, 3, 32, 32)

@@ -18,6 +18,9 @@ import torch
 
 __all__ = [
     "bundle_root",
+    "export_bundle",
+    "shipped_bundle",
+    "shipped_bundles",
     "check_flag",
     "run_dir",
     "run_stamp",
@@ -38,7 +41,7 @@ def bundle_root(name: str) -> str:
     """The folder of bundle ``name`` (the one holding ``configs/``), whatever the current directory.
 
     Looked up, in order: the ``--config_file`` given to ``python -m monai.bundle`` (links are followed, so
-    ``bundles/covid/train.json`` works), then ``bundles/<name>`` of the source tree this package is installed from.
+    ``bundles/covid/train.json`` works), then the bundle shipped with the package (:func:`shipped_bundle`).
     A ``--bundle_root`` override on the command line replaces this lookup entirely.
 
     Raises:
@@ -56,12 +59,55 @@ def bundle_root(name: str) -> str:
                 folder = folder.parent
             if (folder / "configs").is_dir():
                 return str(folder)
-    source = Path(__file__).resolve().parents[1] / "bundles" / name
-    if (source / "configs").is_dir():
-        return str(source)
+    shipped = shipped_bundle(name)
+    if shipped is not None:
+        return str(shipped)
     raise FileNotFoundError(
         f"cannot locate the bundle folder of {name!r}; pass it on the command line: --bundle_root <path to {name}>."
     )
+
+
+def shipped_bundles() -> dict[str, Path]:
+    """The bundles that come with this installation, by name: ``monai_medspike/bundles/<name>`` in a wheel or
+    sdist install, else ``bundles/<name>`` of the source checkout (an editable install)."""
+    here = Path(__file__).resolve().parents[1]
+    for root in (here / "bundles", here.parent / "bundles"):
+        found = {p.parents[1].name: p.parents[1] for p in sorted(root.glob("*/configs/train.json"))}
+        if found:
+            return found
+    return {}
+
+
+def shipped_bundle(name: str) -> Path | None:
+    """The folder of the shipped bundle ``name`` (see :func:`shipped_bundles`), or None."""
+    return shipped_bundles().get(name)
+
+
+def export_bundle(name: str, destination: str | Path, overwrite: bool = False) -> Path:
+    """Write the shipped bundle ``name`` as a bundle folder at ``destination`` (``configs/``, ``docs/``, ``LICENSE``,
+    ``models/``, the root links), without any ``outputs/``; returns the folder.
+
+    Raises:
+        ValueError: unknown bundle name, listing the shipped ones.
+        FileExistsError: ``destination`` exists and is not empty (unless ``overwrite``).
+    """
+    import shutil
+
+    source = shipped_bundle(name)
+    if source is None:
+        raise ValueError(f"no bundle named {name!r}; the shipped bundles are: {', '.join(shipped_bundles())}.")
+    destination = Path(destination)
+    if destination.exists() and (not destination.is_dir() or any(destination.iterdir())) and not overwrite:
+        raise FileExistsError(f"{destination} exists and is not empty; choose another folder or pass --overwrite.")
+    ignore = shutil.ignore_patterns("outputs", "__pycache__")
+    # links inside the bundle (train.json -> configs/train.json) stay links; those pointing out of it are copied
+    shutil.copytree(source, destination, symlinks=False, ignore=ignore, dirs_exist_ok=True)
+    for link in ("train.json", "metadata.json", "logging.conf"):
+        target = destination / link
+        if (source / link).is_symlink() and target.is_file():
+            target.unlink()
+            target.symlink_to(Path("configs") / link)
+    return destination
 
 
 def _distributed() -> bool:

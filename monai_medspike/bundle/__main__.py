@@ -1,0 +1,42 @@
+"""``python -m monai_medspike.bundle``: list the bundles shipped with the package, or write one to a folder.
+
+python -m monai_medspike.bundle list
+python -m monai_medspike.bundle export covid my_covid_bundle
+python -m monai.bundle run training --config_file my_covid_bundle/configs/train.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from monai_medspike.bundle import export_bundle, shipped_bundles
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m monai_medspike.bundle", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the shipped bundles and their folders")
+    export = sub.add_parser("export", help="write a shipped bundle to a folder (then train, evaluate, serve it)")
+    export.add_argument("name", help="bundle name (see `list`)")
+    export.add_argument("folder", help="the bundle folder to write (new or empty)")
+    export.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for name, folder in shipped_bundles().items():
+            print(f"{name}\t{folder}")
+        return 0
+    try:
+        folder = export_bundle(args.name, args.folder, overwrite=args.overwrite)
+    except (ValueError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {folder}; train it with: python -m monai.bundle run training --config_file {folder}/configs/train.json"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The two-phase workflow: phases independent of each other, split defaults shared with the data command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser, run
+from monai.networks.nets import BasicUNet
+
+from monai_medspike.bundle import load_weights
+from monai_medspike.data import prepare
+from monai_medspike.data.__main__ import main as data_main
+from monai_medspike.data.splits import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
+from tests.bundles.helpers import REPO, run_folder
+
+TRAIN = REPO / "bundles" / "covid" / "configs" / "train.json"
+FAST = {"image_size": [32, 32], "demo_count": 5, "slices_per_volume": 2, "epochs": 1}
+BASIC_UNET = {
+    "_target_": "monai.networks.nets.BasicUNet", "spatial_dims": 2, "in_channels": "@in_channels",
+    "out_channels": "@out_channels", "features": [8, 8, 16, 16, 32, 8],
+}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_teacher_phase_trains_any_monai_network_and_builds_nothing_of_the_student(tmp_path, monkeypatch):
+    import monai_medspike.networks.nets as nets
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the teacher phase built the alignment net")
+
+    monkeypatch.setattr(nets, "DistributionAlignmentNet", refuse)
+    run("training", config_file=str(TRAIN), output_root=str(tmp_path), phase="teacher", teacher_def=BASIC_UNET, **FAST)
+    teacher = run_folder(tmp_path, "teacher")
+    net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=1, features=(8, 8, 16, 16, 32, 8))
+    load_weights(net, str(teacher / "model.pt"))
+    last = torch.load(teacher / "last.pt", weights_only=True)
+    assert last["phase"] == "teacher" and last["finished"] and "teacher_checkpoint" not in last
+    assert not list(tmp_path.glob("student-*"))
+
+
+def test_the_bundles_and_the_data_command_split_alike(tmp_path):
+    assert DEFAULT_VAL_FRACTION == 0.2 and DEFAULT_TEST_FRACTION == 0.2
+    import inspect
+
+    defaults = inspect.signature(prepare).parameters
+    assert defaults["val_fraction"].default == DEFAULT_VAL_FRACTION
+    assert defaults["test_fraction"].default == DEFAULT_TEST_FRACTION
+    # the command's datalist and the bundle's --dataset_dir datalist of one release are the same split
+    from monai_medspike.data import make_demo_dataset
+
+    release = make_demo_dataset("kvasir", tmp_path / "release", count=10, seed=0)
+    assert data_main(["prepare", "kvasir", "--root", str(release), "--out", str(tmp_path / "cli.json")]) == 0
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / "kvasir" / "configs" / "train.json"))
+    parser.update({"output_root": str(tmp_path / "out"), "dataset_dir": str(release)})
+    bundle_list = json.loads(Path(parser.get_parsed_content("datalist_file")).read_text())
+    cli_list = json.loads((tmp_path / "cli.json").read_text())
+    for split in ("training", "validation", "test"):
+        assert [e["id"] for e in bundle_list[split]] == [e["id"] for e in cli_list[split]], split
+    assert bundle_list["val_fraction"] == cli_list["val_fraction"] == DEFAULT_VAL_FRACTION
+
+
+def test_cached_datasets_give_the_plain_datasets_items_and_disk_cache_follows_the_transforms(tmp_path):
+    from monai.data import CacheDataset, PersistentDataset
+
+    from monai_medspike.data import get_transforms, make_demo_dataset
+    from monai_medspike.workflows import make_dataset
+
+    release = make_demo_dataset("kvasir", tmp_path / "release", count=6, seed=0)
+    prepare("kvasir", release, tmp_path / "k.json")
+    data = json.loads((tmp_path / "k.json").read_text())["training"]
+    for entry in data:
+        entry["image"], entry["label"] = str(tmp_path / entry["image"]), str(tmp_path / entry["label"])
+    small = get_transforms("kvasir", "eval", spatial_size=(32, 32))
+    plain = make_dataset(data, small)
+    memory = make_dataset(data, small, "memory")
+    disk = make_dataset(data, small, "disk", tmp_path / "cache")
+    assert isinstance(memory, CacheDataset) and isinstance(disk, PersistentDataset)
+    for i in range(len(data)):
+        for cached in (memory, disk):
+            torch.testing.assert_close(torch.as_tensor(cached[i]["image"]), torch.as_tensor(plain[i]["image"]))
+            torch.testing.assert_close(torch.as_tensor(cached[i]["label"]), torch.as_tensor(plain[i]["label"]))
+    files = sorted((tmp_path / "cache").rglob("*.pt"))
+    assert len(files) == len(data)
+    # another image size is another cache entry, never a stale one
+    other = make_dataset(data, get_transforms("kvasir", "eval", spatial_size=(48, 48)), "disk", tmp_path / "cache")
+    assert other[0]["image"].shape[-2:] == (48, 48)
+    assert len(list((tmp_path / "cache").rglob("*.pt"))) == len(data) + 1
+    with pytest.raises(ValueError, match="cache must be one of None, memory, disk; got 'ram'"):
+        make_dataset(data, small, "ram")
