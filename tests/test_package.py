@@ -111,6 +111,7 @@ def test_a_wheel_installed_outside_the_checkout_exports_and_trains_a_bundle(tmp_
     assert where.startswith(site)  # the wheel's copy, not the checkout
 
     call("-m", "monai_medspike.bundle", "export", "kvasir", "kv", python=python)
+    assert (tmp_path / "kv" / "train.json").is_symlink()  # the root links, which a wheel holds as copies
     args = ["--epochs", "1", "--image_size", "[32, 32]", "--demo_count", "6", "--output_root", "out"]
     call("-m", "monai.bundle", "run", "training", "--config_file", "kv/configs/train.json", *args, python=python)
     assert list((tmp_path / "out").glob("student-*/model.pt")) and list((tmp_path / "out").glob("teacher-*/last.pt"))

@@ -102,10 +102,10 @@ def export_bundle(name: str, destination: str | Path, overwrite: bool = False) -
     ignore = shutil.ignore_patterns("outputs", "__pycache__")
     # links inside the bundle (train.json -> configs/train.json) stay links; those pointing out of it are copied
     shutil.copytree(source, destination, symlinks=False, ignore=ignore, dirs_exist_ok=True)
-    for link in ("train.json", "metadata.json", "logging.conf"):
+    for link in ("train.json", "metadata.json", "logging.conf"):  # a wheel holds them as copies: link again
         target = destination / link
-        if (source / link).is_symlink() and target.is_file():
-            target.unlink()
+        if (destination / "configs" / link).is_file():
+            target.unlink(missing_ok=True)
             target.symlink_to(Path("configs") / link)
     return destination
 
@@ -226,30 +226,20 @@ def prepare_data(
     """
     from monai_medspike.data import DataError
 
+    arguments = (output_root, dataset, dataset_dir, datalist, seed, demo_count)
     try:
-        return _prepare_data_once(output_root, dataset, dataset_dir, datalist, seed, demo_count, **options)
+        if not _distributed():
+            return _prepare_data(*arguments, **options)
+        # rank 0 writes the data and the datalist, the others wait and read them
+        if torch.distributed.get_rank() == 0:
+            path = _prepare_data(*arguments, **options)
+        torch.distributed.barrier()
+        if torch.distributed.get_rank() != 0:
+            path = _prepare_data(*arguments, **options)
+        return path
     except DataError as error:
         _stop_on_data_error(error)
         raise
-
-
-def _prepare_data_once(
-    output_root: str,
-    dataset: str,
-    dataset_dir: str | None,
-    datalist: str | None,
-    seed: int,
-    demo_count: int | None,
-    **options: Any,
-) -> str:
-    if _distributed():  # rank 0 writes the data and the datalist, the others wait and read them
-        if torch.distributed.get_rank() == 0:
-            path = _prepare_data(output_root, dataset, dataset_dir, datalist, seed, demo_count, **options)
-        torch.distributed.barrier()
-        if torch.distributed.get_rank() != 0:
-            path = _prepare_data(output_root, dataset, dataset_dir, datalist, seed, demo_count, **options)
-        return path
-    return _prepare_data(output_root, dataset, dataset_dir, datalist, seed, demo_count, **options)
 
 
 def _prepare_data(
@@ -262,6 +252,7 @@ def _prepare_data(
     **options: Any,
 ) -> str:
     from monai_medspike.data import make_demo_dataset, prepare
+    from monai_medspike.data.splits import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 
     if datalist:
         if not Path(datalist).is_file():
@@ -272,14 +263,16 @@ def _prepare_data(
     root = Path(output_root)
     if dataset_dir:
         source = Path(dataset_dir).resolve()
-        tag = hashlib.sha1(json.dumps([str(source), seed, options], sort_keys=True).encode()).hexdigest()[:8]
+        key = [str(source), seed, options, DEFAULT_VAL_FRACTION, DEFAULT_TEST_FRACTION]
+        tag = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
         out = root / "data" / f"{dataset}-{tag}.json"
     else:
         source = root / "demo_data" / dataset
         if not source.is_dir():
             make_demo_dataset(dataset, source, count=demo_count, seed=seed)
         # one datalist per set of options (e.g. binary and multi-class labels of the same demo volumes)
-        tag = hashlib.sha1(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
+        key = [options, DEFAULT_VAL_FRACTION, DEFAULT_TEST_FRACTION]
+        tag = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
         out = root / "demo_data" / f"{dataset}-seed{seed}-{tag}.json"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,13 +24,17 @@ def save_atomic(obj: Any, path: str | Path) -> str:
     """``torch.save(obj, path)`` so that a kill at any moment leaves either the previous file or the new one.
 
     The object is written to a temporary file in the same folder, flushed to disk, then renamed over ``path``
-    (a rename within one file system is atomic). The temporary file is removed if writing fails.
+    (a rename within one file system is atomic). The temporary file is removed if writing fails; temporary files of
+    an earlier writer that was killed are removed by the next write (one process writes a given file).
 
     Returns:
         ``path`` as a string.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed mid-write
+        with contextlib.suppress(OSError):
+            stale.unlink()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -96,8 +100,8 @@ class ResumableCheckpoint:
         if not is_main_process():
             return
         model = self.objects.get("model")
-        if model is not None and not all_finite(model.parameters()):
-            logger.error("%s not written: the network holds non-finite weights", self.path)
+        if model is not None and not all_finite(model.state_dict().values()):
+            logger.error("%s not written: the network holds non-finite weights or statistics", self.path)
             return
         state = _state_dicts(self.objects)
         state.update(self.extra() if self.extra is not None else {})
@@ -135,9 +139,9 @@ class BestModelSaver:
         metric = float(state.best_metric)
         if not torch.isfinite(torch.tensor(metric)):
             return
-        if not all_finite(self.network.parameters()):
+        if not all_finite(self.network.state_dict().values()):
             raise FloatingPointError(
-                f"validation at epoch {state.epoch} scored {metric:.4f} but the network holds non-finite weights; "
+                f"validation at epoch {state.epoch} scored {metric:.4f} but the network holds non-finite values; "
                 f"not saving it as {self.path}. Lower the learning rate."
             )
         save_atomic(self.network.state_dict(), self.path)

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from .components import get_inferer, get_postprocessing
 from .settings import SETTINGS, SettingsError, check_command_line, check_overrides, check_settings
-from .training import CACHES, PHASES, Phase, TwoPhaseTraining, make_dataset, resolve_resume
+from .training import (
+    CACHES,
+    PHASES,
+    Phase,
+    TwoPhaseTraining,
+    load_resumable,
+    make_dataset,
+    resolve_resume,
+    trained_epochs,
+)
 
 __all__ = [
     "CACHES",
@@ -19,6 +28,8 @@ __all__ = [
     "check_settings",
     "get_inferer",
     "get_postprocessing",
+    "load_resumable",
     "make_dataset",
     "resolve_resume",
+    "trained_epochs",
 ]

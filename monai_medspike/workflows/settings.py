@@ -138,7 +138,7 @@ SETTINGS: dict[str, Callable[[Any], str | None]] = {
     "overwrite": _flag,
     "keep_freed_memory": _flag,
     "resize": _flag,
-    "cache": lambda value: None if value in (None, "memory", "disk") else "must be null, memory or disk",
+    "cache": lambda value: None if value in (None, "memory", "disk") else "must be memory, disk or None",
     "datalist": _path("file"),
     "dataset_dir": _path("folder"),
     "teacher_checkpoint": _path("file"),

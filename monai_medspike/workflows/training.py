@@ -37,7 +37,6 @@ from monai_medspike.bundle import find_checkpoint, is_main_process, run_dir, tra
 from monai_medspike.handlers import (
     BatchNormRecalibration,
     BestModelSaver,
-    DivergenceError,
     DivergenceGuard,
     FiringRateHandler,
     ResumableCheckpoint,
@@ -47,7 +46,16 @@ from monai_medspike.losses import DistributionAlignmentLoss, SegmentationAlignme
 
 from .settings import stop_command_line
 
-__all__ = ["CACHES", "PHASES", "Phase", "TwoPhaseTraining", "make_dataset", "resolve_resume"]
+__all__ = [
+    "CACHES",
+    "PHASES",
+    "Phase",
+    "TwoPhaseTraining",
+    "load_resumable",
+    "make_dataset",
+    "resolve_resume",
+    "trained_epochs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +89,30 @@ def make_dataset(data: list, transform: Callable, cache: str | None = None, cach
     raise ValueError(f"cache must be one of {', '.join(map(str, CACHES))}; got {cache!r}.")
 
 
+def trained_epochs(state: dict) -> tuple[int, int]:
+    """``(epochs done, epochs planned)`` of a resumable checkpoint (ignite keeps the iteration, not the epoch)."""
+    trainer = state["trainer"]
+    return int(trainer["iteration"]) // max(int(trainer["epoch_length"]), 1), int(trainer["max_epochs"])
+
+
+def load_resumable(path: Path) -> dict:
+    """The content of a resumable checkpoint, checked to hold what resuming needs.
+
+    Raises:
+        ValueError: ``path`` is another kind of checkpoint (e.g. a ``model.pt``), naming what it lacks.
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    missing = [
+        k for k in ("model", "optimizer", "lr_scheduler", "trainer") if not isinstance(state, dict) or k not in state
+    ]
+    if missing:
+        raise ValueError(
+            f"--resume_from {path} is not a resumable checkpoint (it lacks {', '.join(missing)}); give the run "
+            f"folder or its {CHECKPOINT}, not model.pt."
+        )
+    return state
+
+
 def resolve_resume(resume_from: str | Path | None) -> Path | None:
     """The resumable checkpoint that ``--resume_from`` names: a ``last.pt`` file, or a run folder holding one.
 
@@ -92,7 +124,7 @@ def resolve_resume(resume_from: str | Path | None) -> Path | None:
     path = Path(resume_from)
     if path.is_dir():
         if (path / CHECKPOINT).is_file():
-            return path / CHECKPOINT
+            return (path / CHECKPOINT).resolve()
         held = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir() if not p.name.startswith("."))
         runs = sorted(p.name for p in path.glob("*-*") if (p / CHECKPOINT).is_file())
         hint = (
@@ -104,7 +136,7 @@ def resolve_resume(resume_from: str | Path | None) -> Path | None:
             f"--resume_from {path}: no {CHECKPOINT} in this folder (it holds: {', '.join(held) or 'nothing'}).{hint}"
         )
     if path.is_file():
-        return path
+        return path.resolve()
     parent = path.parent
     runs = sorted(p.name for p in parent.glob("*-*") if (p / CHECKPOINT).is_file()) if parent.is_dir() else []
     where = f" Resumable runs in {parent}: {', '.join(runs)}." if runs else ""
@@ -335,6 +367,7 @@ class TwoPhaseTraining:
             extra=lambda: {
                 "phase": name,
                 "run_id": self.run_id,
+                "learning_rate": self.learning_rate,
                 "best": {
                     "best_metric": float(getattr(evaluator.state, "best_metric", -1.0)),
                     "best_metric_epoch": int(getattr(evaluator.state, "best_metric_epoch", -1)),
@@ -418,12 +451,12 @@ class TwoPhaseTraining:
     def run(self) -> dict[str, str]:
         """Train the phases (resuming where ``resume_from`` says); returns ``{phase: run folder}``."""
         resume = resolve_resume(self.resume_from)
-        state = torch.load(resume, map_location="cpu", weights_only=True) if resume else None
+        state = load_resumable(resume) if resume else None
         todo = self.phases()
         if state is not None and state.get("phase") == "teacher" and self.phase == "both":
             student = resume.parent.parent / f"student-{state.get('run_id')}" / CHECKPOINT
             if student.is_file():  # the student of this run had started too: continue it
-                resume, state = student, torch.load(student, map_location="cpu", weights_only=True)
+                resume, state = student, load_resumable(student)
         resumed_phase = None
         if state is not None:
             resumed_phase = state.get("phase") or (self.phase if self.phase != "both" else None)
@@ -443,11 +476,12 @@ class TwoPhaseTraining:
         for name in todo:
             if state is not None and name == resumed_phase:
                 folder = str(resume.parent)
-                done = int(state["trainer"].get("epoch", 0))
-                if done >= self.epochs:
+                done, planned = trained_epochs(state)
+                if done >= self.epochs or (state.get("finished") and done < planned):
+                    how = "stopped early after" if done < min(planned, self.epochs) else "has trained"
                     logger.info(
-                        "the %s in %s has trained %d of --epochs %d; not trained again (pass a larger --epochs to "
-                        "train on)", name, folder, done, self.epochs,
+                        "the %s in %s %s %d epoch(s) (--epochs %d); not trained again", name, folder, how, done,
+                        self.epochs,
                     )  # fmt: skip
                     folders[name] = folder
                     continue
@@ -456,15 +490,17 @@ class TwoPhaseTraining:
             else:
                 if name == "student" and resumed_phase == "teacher":
                     # the teacher of this run has just been resumed: the student goes beside it
-                    folder = str(resume.parent.parent / f"student-{self.run_id}")
+                    folder = resume.parent.parent / f"student-{self.run_id}"
                     teacher = str(resume.parent / "model.pt")
-                    phase = self.build_phase(name, run_dir(str(resume.parent.parent), Path(folder).name), teacher)
+                    if folder.is_dir() and any(folder.iterdir()):  # killed in its first epoch: nothing to keep
+                        logger.info("the student in %s wrote no checkpoint; it starts again", folder)
+                    phase = self.build_phase(name, str(folder), teacher)
                 else:
                     phase = self.build_phase(name)
             logger.info("training the %s in %s", name, phase.output_dir)
             try:
                 phase.trainer.run()
-            except DivergenceError as error:
+            except FloatingPointError as error:  # DivergenceError, or a non-finite network at validation
                 stop_command_line(error, status=1)
                 raise
             folders[name] = phase.output_dir
@@ -477,6 +513,11 @@ class TwoPhaseTraining:
         phase.lr_scheduler.load_state_dict(state["lr_scheduler"])
         phase.trainer.load_state_dict(state["trainer"])
         phase.trainer.state.max_epochs = self.epochs
+        if state.get("learning_rate") not in (None, self.learning_rate):
+            for group in phase.optimizer.param_groups:
+                group["lr"] = self.learning_rate
+            logger.info("learning rate set to --learning_rate %g (the run started at %g)", self.learning_rate,
+                        state["learning_rate"])  # fmt: skip
         best = state.get("best", {})
         phase.evaluator.state.best_metric = best.get("best_metric", -1.0)
         phase.evaluator.state.best_metric_epoch = best.get("best_metric_epoch", -1)

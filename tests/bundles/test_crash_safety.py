@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from monai_medspike.handlers import all_finite
+from monai_medspike.workflows import trained_epochs
 from tests.bundles.helpers import REPO
 
 TRAIN = REPO / "bundles" / "covid" / "configs" / "train.json"
@@ -54,10 +55,11 @@ def test_sigkill_in_the_student_phase_resumes_at_the_next_epoch_with_its_best_me
     _, match = kill_after(args, r"Epoch\[2\] resumable checkpoint written to (\S*student-\S+)/last\.pt")
     student = Path(match.group(1))
     saved = torch.load(student / "last.pt", weights_only=True)
-    assert saved["phase"] == "student" and saved["trainer"]["epoch"] == 2 and not saved["finished"]
+    assert saved["phase"] == "student" and trained_epochs(saved)[0] == 2 and not saved["finished"]
     best = saved["best"]
 
-    proc = run(["--resume_from", str(student), *args])  # the run folder; phase "both" continues with the student
+    # the run folder; phase "both" continues with the student, at the lower learning rate given now
+    proc = run(["--resume_from", str(student), *args, "--learning_rate", "0.001"])
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     expected = (
@@ -66,9 +68,11 @@ def test_sigkill_in_the_student_phase_resumes_at_the_next_epoch_with_its_best_me
     )
     assert expected in log
     assert "training the teacher" not in log and "Epoch[1]" not in log and "Epoch[2]" not in log
+    assert "learning rate set to --learning_rate 0.001 (the run started at 0.003)" in log
     final = torch.load(student / "last.pt", weights_only=True)
-    assert final["trainer"]["epoch"] == 3 and final["finished"]
+    assert trained_epochs(final)[0] == 3 and final["finished"]
     assert final["best"]["best_metric"] >= best["best_metric"]
+    assert [g["lr"] for g in final["optimizer"]["param_groups"]] == [0.001]
     assert (student / "model.pt").is_file()
 
 
@@ -85,8 +89,8 @@ def test_sigkill_in_the_teacher_phase_resumes_the_teacher_then_trains_the_studen
     assert f"resuming the teacher from {teacher / 'last.pt'} at epoch 2" in log
     student = tmp_path / f"student-{run_id}"  # the same run id: the student sits beside its teacher
     assert f"teacher loaded from {teacher / 'model.pt'}" in log
-    assert torch.load(teacher / "last.pt", weights_only=True)["trainer"]["epoch"] == 2
-    assert torch.load(student / "last.pt", weights_only=True)["trainer"]["epoch"] == 2
+    assert trained_epochs(torch.load(teacher / "last.pt", weights_only=True))[0] == 2
+    assert trained_epochs(torch.load(student / "last.pt", weights_only=True))[0] == 2
 
 
 @pytest.mark.slow
@@ -96,7 +100,9 @@ def test_resuming_a_finished_phase_moves_on_and_a_missing_checkpoint_is_named(tm
     (teacher,) = tmp_path.glob("teacher-*")
     run_id = teacher.name.split("-", 1)[1]
     proc = run(["--resume_from", str(teacher), *args])
-    assert proc.returncode == 0 and "has trained 1 of --epochs 1; not trained again" in proc.stdout + proc.stderr
+    assert (
+        proc.returncode == 0 and "has trained 1 epoch(s) (--epochs 1); not trained again" in proc.stdout + proc.stderr
+    )
     assert not list(tmp_path.glob("student-*"))
     # the same folder with --phase both: the finished teacher is kept and its student trained beside it
     both = [a if a != "teacher" else "both" for a in args]
@@ -105,6 +111,15 @@ def test_resuming_a_finished_phase_moves_on_and_a_missing_checkpoint_is_named(tm
     assert proc.returncode == 0 and f"teacher loaded from {teacher / 'model.pt'}" in log
     assert (tmp_path / f"student-{run_id}" / "model.pt").is_file()
     shutil.rmtree(tmp_path / f"student-{run_id}")
+
+    # a phase that stopped early is finished too, whatever --epochs says
+    early = tmp_path / "early"
+    stop = ["--early_stop_patience", "1", "--workflow#early_stop_min_delta", "2.0"]  # Dice cannot improve by 2
+    args_early = ["--output_root", str(early), "--epochs", "3", "--phase", "teacher", *FAST]
+    assert run([*args_early, *stop]).returncode == 0
+    (stopped,) = early.glob("teacher-*")
+    proc = run(["--resume_from", str(stopped), *args_early])
+    assert "stopped early after 2 epoch(s) (--epochs 3); not trained again" in proc.stdout + proc.stderr
 
     (teacher / "last.pt").unlink()
     proc = run(["--resume_from", str(teacher), *args])

@@ -111,9 +111,15 @@ def test_best_model_saver_saves_new_bests_and_never_a_non_finite_network(tmp_pat
     with torch.no_grad():
         net.bias.fill_(float("inf"))
     engine.state.epoch = engine.state.best_metric_epoch = 4
-    with pytest.raises(FloatingPointError, match="non-finite weights; not saving"):
+    with pytest.raises(FloatingPointError, match="non-finite values; not saving"):
         saver(engine)
     assert torch.isfinite(torch.load(tmp_path / "model.pt", weights_only=True)["bias"]).all()
+    # batch-norm statistics count too
+    bn = torch.nn.BatchNorm1d(2)
+    bn.running_var[0] = float("nan")
+    with pytest.raises(FloatingPointError, match="non-finite values"):
+        BestModelSaver(bn, tmp_path, "bn.pt")(engine)
+    assert not (tmp_path / "bn.pt").exists()
 
 
 def _trainer(learning_rate: float, data: list, guard_kwargs: dict | None = None, tmp_path: Path | None = None):

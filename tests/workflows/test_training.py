@@ -91,3 +91,20 @@ def test_cached_datasets_give_the_plain_datasets_items_and_disk_cache_follows_th
     assert len(list((tmp_path / "cache").rglob("*.pt"))) == len(data) + 1
     with pytest.raises(ValueError, match="cache must be one of None, memory, disk; got 'ram'"):
         make_dataset(data, small, "ram")
+
+
+def test_resume_takes_a_run_folder_or_its_last_pt_and_refuses_other_checkpoints(tmp_path):
+    from monai_medspike.workflows import load_resumable, resolve_resume, trained_epochs
+
+    run = tmp_path / "teacher-1"
+    run.mkdir()
+    torch.save({"model": {}}, run / "model.pt")
+    with pytest.raises(FileNotFoundError, match=r"no last\.pt in this folder \(it holds: model\.pt\)"):
+        resolve_resume(run)
+    with pytest.raises(ValueError, match="is not a resumable checkpoint .*lacks optimizer, lr_scheduler, trainer"):
+        load_resumable(resolve_resume(run / "model.pt"))
+    trainer = {"iteration": 6, "epoch_length": 3, "max_epochs": 10}
+    torch.save({"model": {}, "optimizer": {}, "lr_scheduler": {}, "trainer": trainer}, run / "last.pt")
+    assert resolve_resume(run) == resolve_resume(run / "last.pt") == (run / "last.pt").resolve()
+    assert trained_epochs(load_resumable(run / "last.pt")) == (2, 10)
+    assert resolve_resume(None) is None
