@@ -316,8 +316,18 @@ class TwoPhaseTraining:
             kwargs.setdefault("device_ids", [self.device])
         return torch.nn.parallel.DistributedDataParallel(network, **kwargs)
 
-    def build_phase(self, name: str, output_dir: str | None = None, teacher_checkpoint: str | None = None) -> Phase:
-        """Wire the trainer, evaluator and handlers of phase ``name`` (``"teacher"`` or ``"student"``)."""
+    def build_phase(
+        self,
+        name: str,
+        output_dir: str | None = None,
+        teacher_checkpoint: str | None = None,
+        teacher_state: dict | None = None,
+    ) -> Phase:
+        """Wire the trainer, evaluator and handlers of phase ``name`` (``"teacher"`` or ``"student"``).
+
+        The student's teacher is loaded from ``teacher_checkpoint`` when training starts, or from ``teacher_state``
+        (the teacher kept in a resumed student's ``last.pt``) at once.
+        """
         if name not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {name!r}.")
         student = name == "student"
@@ -331,15 +341,18 @@ class TwoPhaseTraining:
 
             teacher = self.networks["teacher"].to(self.device)
             teacher_checkpoint = teacher_checkpoint or self.student_teacher_checkpoint()
-            extra["teacher_checkpoint"] = teacher_checkpoint
-            handlers.append(
-                TeacherLoader(
-                    teacher,
-                    teacher_checkpoint,
-                    hint="Train it first (--phase teacher or --phase both), pass --teacher_checkpoint <model.pt>, "
-                    "or set --lambda_align 0.",
+            # the teacher travels with the student's checkpoint: a resume needs no teacher file
+            extra.update(teacher_checkpoint=teacher_checkpoint, teacher=teacher.state_dict)
+            if teacher_state is not None:
+                teacher.load_state_dict(teacher_state)
+                teacher.eval()
+                logger.info("teacher restored from the resumed checkpoint (trained as %s)", teacher_checkpoint)
+            else:
+                hint = (
+                    "Train it first (--phase teacher or --phase both), pass --teacher_checkpoint <model.pt>, or set "
+                    "--lambda_align 0."
                 )
-            )
+                handlers.append(TeacherLoader(teacher, teacher_checkpoint, hint=hint))
             train_network = self._wrap(DistributionAlignmentNet(network, teacher))
         else:
             train_network = self._wrap(network)
@@ -372,7 +385,7 @@ class TwoPhaseTraining:
                     "best_metric": float(getattr(evaluator.state, "best_metric", -1.0)),
                     "best_metric_epoch": int(getattr(evaluator.state, "best_metric_epoch", -1)),
                 },
-                **extra,
+                **{key: value() if callable(value) else value for key, value in extra.items()},
             },
         )
         scalars = lambda output: train_scalars(output, loss, optimizer)  # noqa: E731
@@ -485,7 +498,7 @@ class TwoPhaseTraining:
                     )  # fmt: skip
                     folders[name] = folder
                     continue
-                phase = self.build_phase(name, folder, state.get("teacher_checkpoint"))
+                phase = self.build_phase(name, folder, state.get("teacher_checkpoint"), state.get("teacher"))
                 self._load(phase, state, resume)
             else:
                 if name == "student" and resumed_phase == "teacher":

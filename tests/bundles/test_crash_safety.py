@@ -57,6 +57,9 @@ def test_sigkill_in_the_student_phase_resumes_at_the_next_epoch_with_its_best_me
     saved = torch.load(student / "last.pt", weights_only=True)
     assert saved["phase"] == "student" and trained_epochs(saved)[0] == 2 and not saved["finished"]
     best = saved["best"]
+    assert set(saved["teacher"]) == set(torch.load(saved["teacher_checkpoint"], weights_only=True))
+    teacher_file = Path(saved["teacher_checkpoint"])
+    teacher_file.rename(teacher_file.with_suffix(".moved"))  # the resume must not need the teacher's file
 
     # the run folder; phase "both" continues with the student, at the lower learning rate given now
     proc = run(["--resume_from", str(student), *args, "--learning_rate", "0.001"])
@@ -69,6 +72,7 @@ def test_sigkill_in_the_student_phase_resumes_at_the_next_epoch_with_its_best_me
     assert expected in log
     assert "training the teacher" not in log and "Epoch[1]" not in log and "Epoch[2]" not in log
     assert "learning rate set to --learning_rate 0.001 (the run started at 0.003)" in log
+    assert f"teacher restored from the resumed checkpoint (trained as {teacher_file})" in log
     final = torch.load(student / "last.pt", weights_only=True)
     assert trained_epochs(final)[0] == 3 and final["finished"]
     assert final["best"]["best_metric"] >= best["best_metric"]
