@@ -353,13 +353,12 @@ def input_files(
             inputs with the same name (their outputs would overwrite each other). Under ``python -m monai.bundle``
             the message ends the run (exit status 2) without a traceback.
     """
+    from monai_medspike.data import DataError
+
     try:
         return _input_files(source, datalist_file, split, dataset)
-    except Exception as error:
-        from monai_medspike.data import DataError
-
-        if isinstance(error, DataError):
-            _stop_on_data_error(error)
+    except DataError as error:
+        _stop_on_data_error(error)
         raise
 
 

@@ -12,7 +12,7 @@ import logging
 import pickle
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +159,6 @@ class Phase:
     trainer: SupervisedTrainer
     evaluator: SupervisedEvaluator
     checkpoint: ResumableCheckpoint
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class TwoPhaseTraining:
@@ -421,7 +420,7 @@ class TwoPhaseTraining:
             epoch_level=True,
         ).attach(evaluator)
         return Phase(name, output_dir, network, train_network, loss, optimizer, lr_scheduler, trainer, evaluator,
-                     checkpoint, extra)  # fmt: skip
+                     checkpoint)  # fmt: skip
 
     def _evaluator(
         self, train_network: torch.nn.Module, network: torch.nn.Module, output_dir: str, tb_dir: str | None
