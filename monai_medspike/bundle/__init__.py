@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "META_SCHEMA",
     "bundle_root",
     "export_bundle",
     "shipped_bundle",
@@ -32,33 +33,40 @@ __all__ = [
     "load_weights",
     "prepare_data",
     "require_checkpoint",
+    "trained_model",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: the bundle metadata schema shipped with the package (the mandatory keys and tensor format specifiers of the MONAI
+#: Bundle specification), so that ``python -m monai.bundle verify_metadata --filepath <it>`` runs offline
+META_SCHEMA = Path(__file__).resolve().with_name("meta_schema.json")
+
+
+def _is_bundle(folder: Path) -> bool:
+    return (folder / "configs" / "train.json").is_file() and (folder / "configs" / "metadata.json").is_file()
 
 
 def bundle_root(name: str) -> str:
     """The folder of bundle ``name`` (the one holding ``configs/``), whatever the current directory.
 
-    Looked up, in order: the ``--config_file`` given to ``python -m monai.bundle`` (links are followed, so
-    ``bundles/covid/train.json`` works), then the bundle shipped with the package (:func:`shipped_bundle`).
-    A ``--bundle_root`` override on the command line replaces this lookup entirely.
+    ``python -m monai.bundle run`` (MONAI's ``ConfigWorkflow.run``) puts the bundle folder of its first config file
+    on ``sys.path`` before it runs the workflow: the file's folder, or its parent when that folder is ``configs``.
+    The first bundle folder on ``sys.path`` after its first entry (the current directory, which MONAI leaves in
+    front) is therefore the bundle being run, from any working directory and for any copy of the bundle
+    (``python -m monai_medspike.bundle export``). Elsewhere (a ``ConfigParser`` read by hand, ``monai.bundle load``,
+    ``verify_net_in_out``) it is the bundle shipped with the package (:func:`shipped_bundle`). A ``bundle_root``
+    override (``--bundle_root <folder>``, or ``parser["bundle_root"] = ...`` as MONAI Label does) replaces this
+    lookup entirely.
 
     Raises:
         FileNotFoundError: the bundle cannot be located.
     """
-    argv = sys.argv
-    for i, arg in enumerate(argv):
-        value = argv[i + 1] if arg == "--config_file" and i + 1 < len(argv) else None
-        if arg.startswith("--config_file="):
-            value = arg.split("=", 1)[1]
-        if value:
-            first = value.strip("[]").split(",")[0].strip().strip("'\"")
-            folder = Path(first).resolve().parent
-            if folder.name == "configs":
-                folder = folder.parent
-            if (folder / "configs").is_dir():
-                return str(folder)
+    entries = sys.path[1:] + sys.path[:1]
+    for entry in entries:
+        folder = Path(entry or ".")
+        if _is_bundle(folder):
+            return str(folder.resolve())
     shipped = shipped_bundle(name)
     if shipped is not None:
         return str(shipped)
@@ -177,6 +185,26 @@ def require_checkpoint(path: str | None, what: str, how: str) -> str:
         where = f"{path} does not exist" if path else "none was found"
         raise FileNotFoundError(f"{what} checkpoint is required but {where}. {how}")
     return str(path)
+
+
+def trained_model(ckpt_dir: str | None, output_root: str, config: str = "train.json") -> str:
+    """The trained student that evaluation and inference load by default: the newer of the bundle's published
+    ``<ckpt_dir>/model.pt`` and the newest ``student-*/model.pt`` under ``output_root``.
+
+    Raises:
+        FileNotFoundError: neither exists; the message says how to train one or to pass ``--ckpt_path``.
+    """
+    candidates = [Path(ckpt_dir) / "model.pt"] if ckpt_dir else []
+    newest_run = find_checkpoint(output_root, "student")
+    candidates += [Path(newest_run)] if newest_run else []
+    found = [c for c in candidates if c.is_file()]
+    if found:
+        return str(max(found, key=lambda c: c.stat().st_mtime_ns))
+    looked = " or ".join(str(c) for c in [*candidates[:1], Path(output_root) / "student-*" / "model.pt"])
+    raise FileNotFoundError(
+        f"no trained student: looked for {looked}. Train it first (python -m monai.bundle run training "
+        f"--config_file <bundle>/configs/{config}) or pass --ckpt_path <model.pt>."
+    )
 
 
 def load_weights(network: torch.nn.Module, path: str, key: str = "model") -> torch.nn.Module:

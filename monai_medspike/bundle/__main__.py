@@ -1,8 +1,11 @@
-"""``python -m monai_medspike.bundle``: list the bundles shipped with the package, or write one to a folder.
+"""``python -m monai_medspike.bundle``: list the bundles shipped with the package, write one to a folder, or print
+the path of the bundle metadata schema.
 
 python -m monai_medspike.bundle list
 python -m monai_medspike.bundle export covid my_covid_bundle
 python -m monai.bundle run training --config_file my_covid_bundle/configs/train.json
+python -m monai.bundle verify_metadata --meta_file my_covid_bundle/configs/metadata.json \
+    --filepath "$(python -m monai_medspike.bundle schema)"
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from monai_medspike.bundle import export_bundle, shipped_bundles
+from monai_medspike.bundle import META_SCHEMA, export_bundle, shipped_bundles
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,7 +25,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     export.add_argument("name", help="bundle name (see `list`)")
     export.add_argument("folder", help="the bundle folder to write (new or empty)")
     export.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+    sub.add_parser("schema", help="the path of the bundle metadata schema (for verify_metadata --filepath)")
     args = parser.parse_args(argv)
+    if args.command == "schema":
+        print(META_SCHEMA)
+        return 0
     if args.command == "list":
         for name, folder in shipped_bundles().items():
             print(f"{name}\t{folder}")

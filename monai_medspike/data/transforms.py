@@ -79,7 +79,9 @@ class EnsureChannelsd(MapTransform):
 class BinarizeLabeld(MapTransform):
     """``label -> (max over channels > threshold)`` as a one-channel float {0, 1} label.
 
-    Masks stored as RGB (Kvasir JPEG) or with values {0, 255} / {0, 1} all become ``(1, *spatial)`` {0, 1}.
+    Masks stored as RGB (Kvasir JPEG) or with values {0, 255} / {0, 1} all become ``(1, *spatial)`` {0, 1}. A label
+    whose values all lie in [0, 1] (a 0/1 label map, as MONAI Label saves) is cut at 0.5 when ``threshold`` is
+    higher, so a 127 threshold meant for 0/255 JPEG masks does not erase it.
     """
 
     def __init__(self, keys: KeysCollection, threshold: float = 0.0, allow_missing_keys: bool = False) -> None:
@@ -89,8 +91,9 @@ class BinarizeLabeld(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            label = d[key]
-            d[key] = (label.amax(dim=0, keepdim=True) > self.threshold).to(torch.float32)
+            label = d[key].amax(dim=0, keepdim=True)
+            threshold = self.threshold if self.threshold <= 0.5 or label.max() > 1 else 0.5
+            d[key] = (label > threshold).to(torch.float32)
         return d
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from monai.inferers import Inferer, SimpleInferer, SliceInferer, SlidingWindowInferer
-from monai.transforms import Activationsd, AsDiscreted, Compose, CopyItemsd
+import numpy as np
+from monai.transforms import Activationsd, AsDiscreted, Compose, CopyItemsd, Invertd, SaveImaged
 
 from monai_medspike.data import get_reader
 
-__all__ = ["get_inferer", "get_postprocessing"]
+__all__ = ["get_infer_postprocessing", "get_inferer", "get_postprocessing"]
 
 
 def get_inferer(dataset: str, image_size: Sequence[int], resize: bool = True, sw_batch_size: int = 1) -> Inferer:
@@ -42,3 +43,34 @@ def get_postprocessing(out_channels: int) -> Compose:
             AsDiscreted(keys="label", to_onehot=onehot),
         ]
     )
+
+
+def get_infer_postprocessing(
+    dataset: str, out_channels: int, preprocessing: Compose, output_dir: str | None = None
+) -> Compose:
+    """Post-processing of inference: ``pred`` to class indices (sigmoid > 0.5 for one channel, argmax of the softmax
+    for more), back to the input's geometry (``Invertd`` of ``preprocessing``), then written as
+    ``<output_dir>/<input name>_seg`` (NIfTI for volumes; PNG with 0/255 for binary 2D masks, class indices
+    otherwise). Without ``output_dir`` nothing is written (MONAI Label writes the result itself)."""
+    multi = out_channels > 1
+    volume = get_reader(dataset).kind == "volume"
+    transforms = [
+        Activationsd(keys="pred", sigmoid=not multi, softmax=multi),
+        AsDiscreted(keys="pred", threshold=None if multi else 0.5, argmax=multi),
+        Invertd(keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=True, to_tensor=True),
+    ]
+    if output_dir is not None:
+        transforms.append(
+            SaveImaged(
+                keys="pred",
+                output_dir=output_dir,
+                output_postfix="seg",
+                output_ext=".nii.gz" if volume else ".png",
+                output_dtype=np.uint8,
+                scale=None if volume or multi else 255,
+                resample=False,
+                separate_folder=False,
+                print_log=False,
+            )
+        )
+    return Compose(transforms)

@@ -42,6 +42,7 @@ from monai_medspike.handlers import (
     ResumableCheckpoint,
     TeacherLoader,
 )
+from monai_medspike.handlers.checkpoint import save_atomic
 from monai_medspike.losses import DistributionAlignmentLoss, SegmentationAlignmentLoss
 
 from .settings import stop_command_line
@@ -53,6 +54,7 @@ __all__ = [
     "TwoPhaseTraining",
     "load_resumable",
     "make_dataset",
+    "publish_model",
     "resolve_resume",
     "trained_epochs",
 ]
@@ -87,6 +89,21 @@ def make_dataset(data: list, transform: Callable, cache: str | None = None, cach
     if cache == "disk":
         return PersistentDataset(data=data, transform=transform, cache_dir=Path(cache_dir) / _cached_part(transform))
     raise ValueError(f"cache must be one of {', '.join(map(str, CACHES))}; got {cache!r}.")
+
+
+def publish_model(model: str | Path, ckpt_dir: str | Path) -> Path | None:
+    """Copy a run's ``model.pt`` to ``<ckpt_dir>/model.pt`` atomically (the bundle's model, model-zoo layout).
+
+    Returns the published file, or None when the run saved no model (no finite validation).
+    """
+    model = Path(model)
+    if not model.is_file():
+        logger.warning("%s was not written (no finite validation); nothing published to %s", model, ckpt_dir)
+        return None
+    target = Path(ckpt_dir) / "model.pt"
+    save_atomic(torch.load(model, map_location="cpu", weights_only=True), target)
+    logger.info("published %s as %s", model, target)
+    return target
 
 
 def trained_epochs(state: dict) -> tuple[int, int]:
@@ -198,6 +215,14 @@ class TwoPhaseTraining:
         cache: ``None`` reads and decodes every image at every epoch (MONAI ``Dataset``); ``"memory"`` keeps
             each sample's result up to the first random transform in memory (``CacheDataset``); ``"disk"`` keeps it
             under ``<output_root>/cache/<hash of those transforms>/`` (``PersistentDataset``, reused by later runs).
+        train_data, val_data: ``[{"image": ..., "label": ...}, ...]`` lists used instead of the datalist's
+            ``training`` and ``validation`` lists (the bundle ids ``train#dataset#data`` and
+            ``validate#dataset#data``, which MONAI Label's ``BundleTrainTask`` sets). An empty ``val_data`` with
+            ``train_data`` validates on the training data.
+        train_handlers: further Ignite handlers attached to the trainer of the last phase this run trains (the
+            bundle id ``train#handlers``; MONAI Label puts its ``CheckpointLoader`` there).
+        ckpt_dir: where the best student is published as ``model.pt`` when its phase ends (atomically), the file
+            evaluation, inference, ``ckpt_export`` and MONAI Label load by default; None: not published.
     """
 
     def __init__(
@@ -232,6 +257,10 @@ class TwoPhaseTraining:
         distributed: bool = False,
         ddp_kwargs: dict | None = None,
         cache: str | None = None,
+        train_data: Sequence[dict] | None = None,
+        val_data: Sequence[dict] | None = None,
+        train_handlers: Sequence[Any] | None = None,
+        ckpt_dir: str | None = None,
     ) -> None:
         if phase not in (*PHASES, "both"):
             raise ValueError(f"--phase must be one of teacher, student, both; got {phase!r}.")
@@ -266,13 +295,24 @@ class TwoPhaseTraining:
         if cache not in CACHES:
             raise ValueError(f"--cache must be one of {', '.join(map(str, CACHES))}; got {cache!r}.")
         self.cache = cache
+        self.data = {"training": train_data, "validation": val_data}
+        if train_data is not None and not train_data:
+            raise ValueError("train#dataset#data is empty; give at least one {'image': ..., 'label': ...} pair.")
+        self.train_handlers = list(train_handlers or [])
+        self.ckpt_dir = ckpt_dir
         self._loaders: dict[str, DataLoader] = {}
 
     # ----------------------------------------------------------------------------------------------- data
     def loader(self, split: str) -> DataLoader:
         """The data loader of ``split`` (``"training"`` shuffled, ``"validation"`` in order), built once."""
         if split not in self._loaders:
-            data = load_decathlon_datalist(self.datalist_file, data_list_key=split)
+            data = self.data[split]
+            if data is None:
+                data = load_decathlon_datalist(self.datalist_file, data_list_key=split)
+            elif not data:  # no validation list of its own (MONAI Label with one study): validate on training
+                logger.warning("no validation data given; validating on the training data")
+                data = self.data["training"]
+            data = list(data)
             dataset = make_dataset(data, self.transforms[split], self.cache, Path(self.output_root) / "cache")
             training = split == "training"
             sampler = None
@@ -410,6 +450,8 @@ class TwoPhaseTraining:
                 from ignite.handlers import ProgressBar
 
                 handlers.append(ProgressBar(persist=True))
+        if name == self.phases()[-1]:
+            handlers += self.train_handlers
         for handler in handlers:
             handler.attach(trainer)
         EarlyStopHandler(
@@ -517,6 +559,8 @@ class TwoPhaseTraining:
                 raise
             folders[name] = phase.output_dir
             del phase
+        if "student" in folders and self.ckpt_dir and is_main_process():
+            publish_model(Path(folders["student"]) / "model.pt", self.ckpt_dir)
         return folders
 
     def _load(self, phase: Phase, state: dict, path: Path) -> None:

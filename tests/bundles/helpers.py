@@ -5,16 +5,25 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+def isolated(args: Sequence[str]) -> list[str]:
+    """``args`` with ``--ckpt_dir <output_root>/models`` added when they move ``--output_root`` but not the
+    published model: a test's training then publishes into its temporary folder, not into the checkout's bundle."""
+    args = list(args)
+    if "--output_root" in args and "--ckpt_dir" not in args:
+        args += ["--ckpt_dir", str(Path(args[args.index("--output_root") + 1]) / "models")]
+    return args
+
+
 def bundle(*args: str, cwd: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-    )
+    command = [sys.executable, "-m", "monai.bundle", *(isolated(args) if args[:1] == ("run",) else args)]
+    proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"monai.bundle {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc

@@ -15,7 +15,7 @@ import torch
 from monai.bundle import ConfigParser
 from PIL import Image
 
-from monai_medspike.bundle import load_weights
+from monai_medspike.bundle import META_SCHEMA, load_weights
 from monai_medspike.networks.nets import MedSpikeFormer
 from tests.bundles.helpers import REPO, bundle, export, run_folder
 
@@ -75,7 +75,7 @@ def test_multi_gpu_config_on_two_cpu_processes(name, tmp_path):
     args = [
         str(torchrun), "--nproc_per_node", "2", "-m", "monai.bundle", "run", "training",
         "--config_file", f"['{configs / 'train.json'}','{configs / 'multi_gpu_train.json'}']",
-        "--output_root", str(tmp_path), *FAST,
+        "--output_root", str(tmp_path), "--ckpt_dir", str(tmp_path / "models"), *FAST,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
@@ -99,7 +99,7 @@ def test_metadata_network_and_layout(name):
     configs = folder / "configs"
     proc = bundle(
         "verify_metadata", "--meta_file", str(configs / "metadata.json"),
-        "--filepath", str(REPO / "bundles" / "meta_schema.json"),
+        "--filepath", str(META_SCHEMA),
     )  # fmt: skip
     assert "metadata is verified with no error" in proc.stdout + proc.stderr
     proc = bundle(
@@ -107,9 +107,14 @@ def test_metadata_network_and_layout(name):
         "--config_file", str(configs / "train.json"), "--n", "2",
     )  # fmt: skip
     assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
+    proc = bundle(
+        "verify_net_in_out", "network_def", "--meta_file", str(configs / "metadata.json"),
+        "--config_file", str(configs / "inference.json"), "--n", "2",
+    )  # fmt: skip
+    assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
     train = json.loads((configs / "train.json").read_text())
-    assert train["dataset"] == name and train["bundle_root"] == f"$monai_medspike.bundle.bundle_root('{name}')"
-    for overlay in ("evaluate.json", "inference.json", "multi_gpu_train.json"):
+    assert train["bundle_root"] == f"$monai_medspike.bundle.bundle_root('{name}')"
+    for overlay in ("evaluate.json", "multi_gpu_train.json"):
         assert "network_def" not in json.loads((configs / overlay).read_text())
     for link in ("train.json", "metadata.json", "logging.conf"):
         assert (folder / link).is_symlink() and (folder / link).resolve() == (configs / link).resolve()
@@ -127,19 +132,44 @@ DATASET_KEYS = {
 def test_the_five_bundles_differ_only_in_their_dataset_keys():
     bundles = sorted(p.parent.parent.name for p in (REPO / "bundles").glob("*/configs/train.json"))
     assert bundles == sorted(["covid", *BUNDLES])
-    configs = {name: json.loads((REPO / "bundles" / name / "configs" / "train.json").read_text()) for name in bundles}
-    keys = set().union(*configs.values())
-    for key in sorted(keys - DATASET_KEYS):
-        values = [config.get(key, "<missing>") for config in configs.values()]
-        assert all(v == values[0] for v in values), f"train.json key {key!r} differs between bundles: {values}"
-    for name, config in configs.items():
+
+    def read(config: str) -> dict[str, dict]:
+        return {name: json.loads((REPO / "bundles" / name / "configs" / config).read_text()) for name in bundles}
+
+    for config in ("train.json", "inference.json"):
+        configs = read(config)
+        for key in sorted(set().union(*configs.values()) - DATASET_KEYS):
+            values = [c.get(key, "<missing>") for c in configs.values()]
+            assert all(v == values[0] for v in values), f"{config} key {key!r} differs between bundles: {values}"
+        for name, c in configs.items():
+            assert "teacher" not in c and "student" not in c  # no copy of the workflow
+            assert not any("covid_ct" in json.dumps(v) for k, v in c.items() if k != "dataset")  # no name tests
+    for name in bundles:
         assert len((REPO / "bundles" / name / "configs" / "train.json").read_text().splitlines()) < 100, name
-        assert "teacher" not in config and "student" not in config  # no copy of the workflow
-        assert not any("covid_ct" in json.dumps(v) for k, v in config.items() if k != "dataset")
+    # the standalone inference.json repeats what inference needs of train.json, with the same values
+    for name, (train, infer) in zip(bundles, zip(read("train.json").values(), read("inference.json").values())):
+        # (training's datalist is not prepared when MONAI Label gives train#dataset#data)
+        shared = sorted(set(train) & set(infer) - {"initialize", "run", "postprocessing", "datalist_file"})
+        assert {"dataset", "image_size", "network_def", "in_channels", "out_channels", "classes"} <= set(shared)
+        assert all(train[k] == infer[k] for k in shared), [k for k in shared if train[k] != infer[k]]
     # the overlays are one and the same file in every bundle
-    for overlay in ("evaluate.json", "inference.json", "multi_gpu_train.json"):
+    for overlay in ("evaluate.json", "multi_gpu_train.json"):
         texts = {(REPO / "bundles" / name / "configs" / overlay).read_text() for name in bundles}
         assert len(texts) == 1, overlay
+    total = sum(len(p.read_text().splitlines()) for p in (REPO / "bundles").rglob("*.json") if not p.is_symlink())
+    assert total < 1400, f"{total} lines of bundle JSON"
+
+
+def test_metadata_names_the_labels_the_bundle_writes():
+    """MONAI Label reads the label names and values from the output ``channel_def`` of ``metadata.json``."""
+    for name in ["covid", *BUNDLES]:
+        configs = REPO / "bundles" / name / "configs"
+        parser = ConfigParser()
+        parser.read_config(str(configs / "train.json"))
+        labels = parser.get_parsed_content("label_names")
+        meta = json.loads((configs / "metadata.json").read_text())
+        (output,) = meta["network_data_format"]["outputs"].values()
+        assert output["channel_def"] == {str(i): label for i, label in enumerate(labels)}, name
 
 
 SHARED = REPO.parent / "shared" / "data"

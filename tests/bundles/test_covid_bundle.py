@@ -14,7 +14,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from monai_medspike.bundle import load_weights
+from monai_medspike.bundle import META_SCHEMA, load_weights
 from monai_medspike.networks.nets import MedSpikeFormer
 from tests.bundles.helpers import REPO, bundle, export, run_folder
 
@@ -160,7 +160,7 @@ def test_ckpt_export_trace_matches_the_checkpoint(trained, tmp_path):
 
 
 def test_metadata_verifies_offline_and_a_broken_one_fails(tmp_path):
-    args = ["--filepath", str(REPO / "bundles" / "meta_schema.json")]
+    args = ["--filepath", str(META_SCHEMA)]
     proc = bundle("verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"), *args)
     assert "metadata is verified with no error" in proc.stdout + proc.stderr
     broken = json.loads((CONFIGS / "metadata.json").read_text())
@@ -225,7 +225,8 @@ def test_multi_gpu_config_trains_on_two_cpu_processes_with_gloo(tmp_path):
     args = [
         str(torchrun), "--nproc_per_node", "2", "-m", "monai.bundle", "run", "training",
         "--config_file", f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']",
-        "--output_root", str(tmp_path), "--epochs", "1", "--image_size", "[32, 32]",
+        "--output_root", str(tmp_path), "--ckpt_dir", str(tmp_path / "models"), "--epochs", "1",
+        "--image_size", "[32, 32]",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)

@@ -15,7 +15,7 @@ import torch
 
 from monai_medspike.handlers import all_finite
 from monai_medspike.workflows import trained_epochs
-from tests.bundles.helpers import REPO
+from tests.bundles.helpers import REPO, isolated
 
 TRAIN = REPO / "bundles" / "covid" / "configs" / "train.json"
 FAST = ["--image_size", "[32, 32]", "--demo_count", "5", "--slices_per_volume", "2"]
@@ -23,7 +23,7 @@ ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
 
 def command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(TRAIN), *args]
+    return [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(TRAIN), *isolated(args)]
 
 
 def kill_after(args: list[str], pattern: str) -> tuple[str, re.Match]:

@@ -125,6 +125,10 @@ def test_ensure_channels_and_binarize():
         EnsureChannelsd("x", 3)({"x": torch.rand(5, 2, 2)})
     label = torch.tensor([[[0.0, 130.0]], [[120.0, 0.0]], [[0.0, 0.0]]])
     assert BinarizeLabeld("y", 127)({"y": label})["y"].tolist() == [[[0.0, 1.0]]]
+    # a 0/1 label map (as MONAI Label saves) is not erased by the 127 threshold of 0/255 JPEG masks
+    assert BinarizeLabeld("y", 127)({"y": torch.tensor([[[0.0, 1.0, 1.0]]])})["y"].tolist() == [[[0.0, 1.0, 1.0]]]
+    # JPEG noise in an empty 0/255 mask stays background
+    assert BinarizeLabeld("y", 127)({"y": torch.tensor([[[0.0, 3.0, 2.0]]])})["y"].tolist() == [[[0.0, 0.0, 0.0]]]
 
 
 @pytest.mark.parametrize(

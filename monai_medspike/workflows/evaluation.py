@@ -1,0 +1,161 @@
+"""Evaluation and inference of a trained bundle, defined once for every bundle.
+
+A bundle's ``evaluate.json`` (an overlay on ``train.json``) instantiates :class:`Evaluation` and its ``evaluating``
+id calls :meth:`Evaluation.run`; its ``inference.json`` (standalone) instantiates :class:`Inference` from the ids
+``network_def``, ``preprocessing``, ``inferer`` and ``postprocessing`` that MONAI Label's ``BundleInferTask``
+reads as well.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from monai.data import DataLoader, Dataset, load_decathlon_datalist
+from monai.engines import SupervisedEvaluator
+from monai.handlers import (
+    HausdorffDistance,
+    IgniteMetricHandler,
+    MeanDice,
+    MeanIoUHandler,
+    MetricsSaver,
+    StatsHandler,
+    from_engine,
+)
+
+from monai_medspike.bundle import load_weights, write_summary
+from monai_medspike.metrics import PerImageScore
+
+__all__ = ["PER_IMAGE_SCORES", "Evaluation", "Inference"]
+
+logger = logging.getLogger(__name__)
+
+#: the per-image scores of an evaluation (``dice`` is the key metric), each with MONAI's details per image
+PER_IMAGE_SCORES = ("dice", "iou", "accuracy", "specificity", "sensitivity")
+
+
+def _loader(data: Sequence[dict], transform: Callable, num_workers: int) -> DataLoader:
+    return DataLoader(Dataset(list(data), transform), batch_size=1, shuffle=False, num_workers=num_workers)
+
+
+class Evaluation:
+    """Score a trained network on a datalist split: per-image Dice, IoU, accuracy, specificity and sensitivity
+    (``empty_score`` where a mask and its prediction are both empty), MONAI's mean Dice and IoU, and HD95.
+
+    Writes ``<output_dir>/summary.json`` (the means, the split, the checkpoint and, per foreground class, the means
+    over images) and MONAI's ``MetricsSaver`` files (``metrics.csv``, one ``<metric>_raw.csv`` per image score).
+
+    Args:
+        network: the network (``network_def``); ``checkpoint`` is loaded into it strictly.
+        checkpoint: the ``model.pt`` to evaluate.
+        datalist_file, split: the images and labels (``test`` by default).
+        transforms: the evaluation transforms (the bundle's ``val_transforms``).
+        inferer, postprocessing: as in training (``pred`` and ``label`` as discrete masks).
+        out_channels: 1 (binary, the foreground is scored) or more (one-hot, the background is left out).
+        label_names: class names, background first (for the per-class means).
+        output_dir: the evaluation's folder.
+        device, num_workers: where and with how many loader workers.
+        empty_score: the per-image score of an image whose mask and prediction are both empty.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        checkpoint: str,
+        datalist_file: str,
+        transforms: Callable,
+        inferer: Any,
+        postprocessing: Callable,
+        out_channels: int,
+        label_names: Sequence[str],
+        output_dir: str,
+        device: torch.device | str,
+        split: str = "test",
+        num_workers: int = 0,
+        empty_score: float = 1.0,
+    ) -> None:
+        self.checkpoint = str(checkpoint)
+        self.split = split
+        self.empty_score = float(empty_score)
+        self.label_names = list(label_names)
+        self.output_dir = str(output_dir)
+        data = load_decathlon_datalist(datalist_file, data_list_key=split)
+        if not data:
+            raise ValueError(f"the {split!r} list of {datalist_file} is empty; choose another --eval_split.")
+        pair = from_engine(["pred", "label"])
+        background = int(out_channels) == 1
+        per_image = {
+            name: IgniteMetricHandler(
+                metric_fn=PerImageScore(score, empty_score=self.empty_score), output_transform=pair, save_details=True
+            )
+            for name, score in zip(("dice", "miou", "accuracy", "specificity", "sensitivity"), PER_IMAGE_SCORES)
+        }
+        monai_metrics = {
+            "monai_dice": MeanDice(include_background=background, output_transform=pair),
+            "monai_iou": MeanIoUHandler(include_background=background, output_transform=pair),
+            "hd95": HausdorffDistance(include_background=background, percentile=95, output_transform=pair),
+        }
+        details = [*per_image, *monai_metrics]
+        self.evaluator = SupervisedEvaluator(
+            device=torch.device(device),
+            val_data_loader=_loader(data, transforms, num_workers),
+            network=load_weights(network, self.checkpoint).to(device),
+            inferer=inferer,
+            postprocessing=postprocessing,
+            key_val_metric={"dice": per_image.pop("dice")},
+            additional_metrics={**per_image, **monai_metrics},
+            val_handlers=[
+                StatsHandler(iteration_log=False),
+                MetricsSaver(
+                    save_dir=self.output_dir,
+                    metrics="*",
+                    metric_details=details,
+                    batch_transform=lambda batch: [item["image"].meta for item in batch],
+                    summary_ops="*",
+                ),
+            ],
+        )
+
+    def run(self) -> str:
+        """Evaluate; returns the path of ``summary.json``."""
+        self.evaluator.run()
+        extra = {"checkpoint": self.checkpoint, "split": self.split, "empty_score": self.empty_score}
+        return write_summary(self.evaluator, self.output_dir, extra, label_names=self.label_names)
+
+
+class Inference:
+    """Segment images or volumes with a trained network and write one mask per input (by ``postprocessing``).
+
+    Args:
+        network: the network (``network_def``); ``checkpoint`` is loaded into it strictly.
+        checkpoint: the ``model.pt`` to use.
+        data: ``[{"image": path}, ...]`` (see :func:`monai_medspike.bundle.input_files`).
+        preprocessing, inferer, postprocessing: the bundle's ids of the same names.
+        device, num_workers: where and with how many loader workers.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        checkpoint: str,
+        data: Sequence[dict],
+        preprocessing: Callable,
+        inferer: Any,
+        postprocessing: Callable,
+        device: torch.device | str,
+        num_workers: int = 0,
+    ) -> None:
+        self.evaluator = SupervisedEvaluator(
+            device=torch.device(device),
+            val_data_loader=_loader(data, preprocessing, num_workers),
+            network=load_weights(network, str(checkpoint)).to(device),
+            inferer=inferer,
+            postprocessing=postprocessing,
+            val_handlers=[StatsHandler(iteration_log=False)],
+        )
+
+    def run(self) -> None:
+        """Segment every input."""
+        self.evaluator.run()
