@@ -112,6 +112,18 @@ def test_a_wheel_installed_outside_the_checkout_exports_and_trains_a_bundle(tmp_
 
     call("-m", "monai_medspike.bundle", "export", "kvasir", "kv", python=python)
     assert (tmp_path / "kv" / "train.json").is_symlink()  # the root links, which a wheel holds as copies
-    args = ["--epochs", "1", "--image_size", "[32, 32]", "--demo_count", "6", "--output_root", "out"]
+    args = ["--epochs", "1", "--image_size", "[32, 32]", "--demo_count", "6"]
     call("-m", "monai.bundle", "run", "training", "--config_file", "kv/configs/train.json", *args, python=python)
-    assert list((tmp_path / "out").glob("student-*/model.pt")) and list((tmp_path / "out").glob("teacher-*/last.pt"))
+    # the exported folder is the bundle root (MONAI puts it on sys.path), whatever the current directory
+    out = tmp_path / "kv" / "outputs"
+    assert list(out.glob("student-*/model.pt")) and list(out.glob("teacher-*/last.pt"))
+    assert (tmp_path / "kv" / "models" / "model.pt").is_file()  # the published student, model-zoo layout
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (image,) = sorted((out / "demo_data").rglob("*.jpg"))[:1]
+    infer = ["--config_file", "../kv/configs/inference.json", "--image_size", "[32, 32]", "--input", str(image)]
+    call("-m", "monai.bundle", "run", "inferring", *infer, "--infer_name", "one", python=python, cwd=elsewhere)
+    assert [p.name for p in (out / "one").iterdir()] == [image.stem + "_seg.png"]
+    # monai.bundle.load finds the network and its published weights in the exported folder
+    load = "from monai.bundle import load; print(type(load('kv', bundle_dir='.', device='cpu')).__name__)"
+    assert call("-c", load, python=python).strip().endswith("MedSpikeFormer")

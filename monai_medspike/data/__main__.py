@@ -69,7 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="the datalist JSON to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION, help="validation share (default 0.2)")
-    p.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION, help="test share (default 0.2)")
+    p.add_argument(
+        "--test-fraction", type=float, default=DEFAULT_TEST_FRACTION,
+        help="test share (default 0.2); 1 with --val-fraction 0 writes a test-only datalist (an external test set)",
+    )  # fmt: skip
     p.add_argument("--protocol", choices=PROTOCOLS, default="default", help="'original': the paper's test share")
     p.add_argument("--skip-bad", action="store_true", help="leave out and list bad pairs instead of stopping")
     p.add_argument("--overwrite", action="store_true", help="replace an existing datalist")

@@ -33,10 +33,13 @@ def split_groups(groups: Sequence[str], val_fraction: float, test_fraction: floa
     at least one group. The same groups, fractions and seed always give the same split; no group is ever in two
     splits.
 
+    ``test_fraction=1`` with ``val_fraction=0`` puts every group in ``test``: a test-only datalist for an external
+    test set.
+
     Args:
         groups: the group of every sample (repeats allowed: a patient with three images appears three times).
         val_fraction: share of samples for validation, in [0, 1).
-        test_fraction: share of samples for test, in [0, 1).
+        test_fraction: share of samples for test, in [0, 1), or 1 (with ``val_fraction`` 0).
         seed: the shuffling seed.
 
     Returns:
@@ -46,6 +49,12 @@ def split_groups(groups: Sequence[str], val_fraction: float, test_fraction: floa
         ValueError: fractions out of range or summing to 1 or more.
         DataError: too few groups to fill every requested split and keep a training group.
     """
+    if float(test_fraction) == 1.0:
+        if float(val_fraction) != 0.0:
+            raise ValueError(f"test_fraction 1 makes a test-only datalist; set val_fraction to 0 (got {val_fraction}).")
+        if not groups:
+            raise DataError("no samples to put in the test split.")
+        return {g: "test" for g in groups}
     val_fraction = _fraction(val_fraction, "val_fraction")
     test_fraction = _fraction(test_fraction, "test_fraction")
     if val_fraction + test_fraction >= 1.0:

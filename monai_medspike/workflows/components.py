@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from monai.inferers import Inferer, SimpleInferer, SliceInferer, SlidingWindowInferer
 import numpy as np
-from monai.transforms import Activationsd, AsDiscreted, Compose, CopyItemsd, Invertd, SaveImaged
+from monai.inferers import Inferer, SimpleInferer, SliceInferer, SlidingWindowInferer
+from monai.transforms import (
+    Activationsd,
+    AsDiscreted,
+    CastToTyped,
+    Compose,
+    CopyItemsd,
+    Invertd,
+    SaveImaged,
+    SqueezeDimd,
+)
 
 from monai_medspike.data import get_reader
 
@@ -51,7 +60,8 @@ def get_infer_postprocessing(
     """Post-processing of inference: ``pred`` to class indices (sigmoid > 0.5 for one channel, argmax of the softmax
     for more), back to the input's geometry (``Invertd`` of ``preprocessing``), then written as
     ``<output_dir>/<input name>_seg`` (NIfTI for volumes; PNG with 0/255 for binary 2D masks, class indices
-    otherwise). Without ``output_dir`` nothing is written (MONAI Label writes the result itself)."""
+    otherwise). Without ``output_dir`` nothing is written (MONAI Label writes the result itself). ``pred`` ends as a
+    ``uint8`` label, without its channel for 2D images, the form MONAI Label's writer takes."""
     multi = out_channels > 1
     volume = get_reader(dataset).kind == "volume"
     transforms = [
@@ -73,4 +83,7 @@ def get_infer_postprocessing(
                 print_log=False,
             )
         )
+    # what MONAI Label writes as it is: a 2D label without its channel (a PNG of the input's size), as uint8
+    transforms += [] if volume else [SqueezeDimd(keys="pred", dim=0)]
+    transforms.append(CastToTyped(keys="pred", dtype=np.uint8))
     return Compose(transforms)

@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 #: the per-image scores of an evaluation (``dice`` is the key metric), each with MONAI's details per image
 PER_IMAGE_SCORES = ("dice", "iou", "accuracy", "specificity", "sensitivity")
+_METRIC_NAMES = ("dice", "miou", "accuracy", "specificity", "sensitivity")  # their names in the summary ("mIoU")
 
 
 def _loader(data: Sequence[dict], transform: Callable, num_workers: int) -> DataLoader:
@@ -90,7 +91,7 @@ class Evaluation:
             name: IgniteMetricHandler(
                 metric_fn=PerImageScore(score, empty_score=self.empty_score), output_transform=pair, save_details=True
             )
-            for name, score in zip(("dice", "miou", "accuracy", "specificity", "sensitivity"), PER_IMAGE_SCORES)
+            for name, score in zip(_METRIC_NAMES, PER_IMAGE_SCORES, strict=True)
         }
         monai_metrics = {
             "monai_dice": MeanDice(include_background=background, output_transform=pair),

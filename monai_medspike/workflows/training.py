@@ -300,6 +300,9 @@ class TwoPhaseTraining:
             raise ValueError("train#dataset#data is empty; give at least one {'image': ..., 'label': ...} pair.")
         self.train_handlers = list(train_handlers or [])
         self.ckpt_dir = ckpt_dir
+        #: per phase trained by :meth:`run`: ``seconds`` (training with its validations), ``epochs`` (reached),
+        #: ``best_val_dice`` and ``best_epoch``
+        self.history: dict[str, dict[str, float]] = {}
         self._loaders: dict[str, DataLoader] = {}
 
     # ----------------------------------------------------------------------------------------------- data
@@ -558,6 +561,12 @@ class TwoPhaseTraining:
                 stop_command_line(error, status=1)
                 raise
             folders[name] = phase.output_dir
+            self.history[name] = {
+                "seconds": float(phase.trainer.state.times.get("COMPLETED") or 0.0),
+                "epochs": int(phase.trainer.state.epoch),
+                "best_val_dice": float(getattr(phase.evaluator.state, "best_metric", -1.0)),
+                "best_epoch": int(getattr(phase.evaluator.state, "best_metric_epoch", -1)),
+            }
             del phase
         if "student" in folders and self.ckpt_dir and is_main_process():
             publish_model(Path(folders["student"]) / "model.pt", self.ckpt_dir)

@@ -1,19 +1,14 @@
-"""The MONAI Label app's pieces that need no MONAI Label: model names, inputs, processing, training datalists."""
+"""The MONAI Label app's pieces that need no MONAI Label: model names, bundle folders, inputs, studies per model."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
 import torch
 from monai.transforms import EnsureChannelFirstd, LoadImaged
-from PIL import Image
 
 from monai_medspike.apps.monailabel import (
     MODELS,
@@ -22,18 +17,14 @@ from monai_medspike.apps.monailabel import (
     bundle_info,
     bundle_overrides,
     check_input,
-    find_model,
-    infer_post_transforms,
+    default_bundles_dir,
     insert_input_check,
-    load_bundle_config,
-    model_output_root,
-    reset_spiking_state,
+    model_studies,
     resolve_models,
-    write_training_datalist,
+    served_model,
 )
-from tests.apps.studies import AFFINE, make_studies, write_untrained_checkpoint
-
-REPO = Path(__file__).resolve().parents[2]
+from monai_medspike.bundle import shipped_bundles
+from tests.apps.studies import label_of, make_studies, read_config
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +32,15 @@ def studies(tmp_path_factory) -> dict[str, Path]:
     return make_studies(tmp_path_factory.mktemp("monailabel"))
 
 
-def test_all_maps_the_five_names_to_the_local_bundle_folders():
+def info_of(name: str, overrides: dict | None = None):
+    return bundle_info(name, read_config(resolve_models(name)[name], overrides=overrides))
+
+
+def test_all_maps_the_five_names_to_the_shipped_bundle_folders():
     models = resolve_models("all")
     assert list(models) == list(MODELS) == ["isic2018", "kvasir", "busi", "monuseg", "covid"]
-    assert all(path == (REPO / "bundles" / name).resolve() for name, path in models.items())
+    assert models == {name: shipped_bundles()[name].resolve() for name in MODELS}
+    assert all(path.parent == default_bundles_dir().resolve() for path in models.values())
     assert resolve_models(None) == models
     assert list(resolve_models(" covid, kvasir ,covid")) == ["covid", "kvasir"]  # order kept, duplicates dropped
     assert list(resolve_models(["busi"])) == ["busi"]
@@ -66,13 +62,11 @@ def test_a_bundles_folder_without_the_bundle_is_named(tmp_path):
         resolve_models("kvasir", tmp_path)
 
 
-def test_output_root_defaults_to_the_bundle_outputs_the_command_line_uses(tmp_path):
-    bundle = resolve_models("kvasir")["kvasir"]
-    assert model_output_root(bundle, "kvasir") == bundle / "outputs"
-    assert model_output_root(bundle, "kvasir", tmp_path) == tmp_path / "kvasir"
-    parser = load_bundle_config(bundle)
-    assert parser.get_parsed_content("output_root") == str(bundle / "outputs")
-    assert parser.get_parsed_content("bundle_root") == str(bundle)
+def test_the_served_weights_are_the_bundles_models_model_pt(tmp_path):
+    assert served_model(tmp_path / "kvasir") == tmp_path / "kvasir" / "models" / "model.pt"
+    # the file the stock BundleInferTask loads, and the one the bundle's training publishes to by default
+    parser = read_config(resolve_models("kvasir")["kvasir"], "train.json")
+    assert Path(parser.get_parsed_content("ckpt_dir")) / "model.pt" == served_model(resolve_models("kvasir")["kvasir"])
 
 
 @pytest.mark.parametrize(
@@ -85,43 +79,25 @@ def test_output_root_defaults_to_the_bundle_outputs_the_command_line_uses(tmp_pa
         ("covid", "covid_ct", True, 1, {"infection": 1}),
     ],
 )
-def test_bundle_info_of_each_bundle(name, dataset, volume, channels, labels, tmp_path):
-    info = bundle_info(name, load_bundle_config(resolve_models(name)[name], tmp_path))
+def test_bundle_info_of_each_bundle(name, dataset, volume, channels, labels):
+    info = info_of(name)
     assert (info.dataset, info.volume, info.in_channels, info.out_channels) == (dataset, volume, channels, 1)
     assert info.labels == labels
-    assert info.description
+    assert info.description and info.path == resolve_models(name)[name]
     assert info.accepts("a/b.nii.gz") is volume and info.accepts("a/b.PNG") is not volume
 
 
-def test_multiclass_covid_by_conf_option_carries_three_label_names(tmp_path):
+def test_multiclass_covid_by_conf_option_carries_three_label_names():
     conf = {"models": "covid", "covid.classes": "multiclass", "covid.image_size": "[32, 32]", "kvasir.epochs": "3"}
     overrides = bundle_overrides(conf, "covid")
     assert overrides == {"classes": "multiclass", "image_size": [32, 32]}
     assert bundle_overrides(conf, "kvasir") == {"epochs": 3}
-    info = bundle_info("covid", load_bundle_config(resolve_models("covid")["covid"], tmp_path, overrides=overrides))
+    info = info_of("covid", overrides)
     assert info.out_channels == 3
     assert info.label_names == ("background", "ground-glass", "consolidation")
     assert info.labels == {"ground-glass": 1, "consolidation": 2}
     with pytest.raises(ValueError, match=r"--conf covid\.: name a config id"):
         bundle_overrides({"covid.": "x"}, "covid")
-
-
-def test_checkpoint_search_prefers_the_latest_student_then_the_zoo_layout(tmp_path):
-    bundle, out = tmp_path / "bundle", tmp_path / "out"
-    assert find_model(out, bundle) is None
-    (bundle / "models").mkdir(parents=True)
-    (bundle / "models" / "model.pt").write_bytes(b"zoo")
-    assert find_model(out, bundle) == str(bundle / "models" / "model.pt")
-    for i, run in enumerate(("student-init", "student-20260101-000000")):
-        (out / run).mkdir(parents=True)
-        (out / run / "model.pt").write_bytes(b"x")
-        os.utime(out / run / "model.pt", ns=(10**18 + i * 10**9, 10**18 + i * 10**9))
-    (out / "teacher-20990101-000000").mkdir()
-    (out / "teacher-20990101-000000" / "model.pt").write_bytes(b"teacher")
-    # the last one written wins, whatever its folder name sorts as
-    assert find_model(out, bundle) == str(out / "student-20260101-000000" / "model.pt")
-    os.utime(out / "student-init" / "model.pt")
-    assert find_model(out, bundle) == str(out / "student-init" / "model.pt")
 
 
 @pytest.mark.parametrize(
@@ -133,9 +109,9 @@ def test_checkpoint_search_prefers_the_latest_student_then_the_zoo_layout(tmp_pa
         ((5, 8, 8), False, "grey or RGB\\(A\\) images, got 5 channels"),
     ],
 )
-def test_inputs_that_do_not_fit_are_named_with_their_shape(shape, volume, match, tmp_path):
+def test_inputs_that_do_not_fit_are_named_with_their_shape(shape, volume, match):
     name = "covid" if volume else "kvasir"
-    info = bundle_info(name, load_bundle_config(resolve_models(name)[name], tmp_path))
+    info = info_of(name)
     with pytest.raises(ValueError, match=match) as err:
         check_input(torch.zeros(shape), info, "upload.nii.gz")
     assert str(err.value).startswith(f"upload.nii.gz: the {name} model")
@@ -143,110 +119,49 @@ def test_inputs_that_do_not_fit_are_named_with_their_shape(shape, volume, match,
 
 
 @pytest.mark.parametrize("name, shape", [("covid", (1, 8, 8, 4)), ("kvasir", (3, 8, 8))])
-def test_inputs_holding_nan_or_inf_are_refused(name, shape, tmp_path):
-    info = bundle_info(name, load_bundle_config(resolve_models(name)[name], tmp_path))
+def test_inputs_holding_nan_or_inf_are_refused(name, shape):
     image = torch.zeros(shape)
     image.view(-1)[3] = float("nan")
     image.view(-1)[5] = float("inf")
     with pytest.raises(ValueError, match=r"^upload: 2 value\(s\) are NaN or infinite"):
-        check_input(image, info, "upload")
+        check_input(image, info_of(name), "upload")
 
 
-def test_input_check_goes_right_after_channel_first(tmp_path):
-    parser = load_bundle_config(resolve_models("covid")["covid"], tmp_path)
-    info = bundle_info("covid", parser)
-    chain = insert_input_check(parser.get_parsed_content("infer_transforms").transforms, info)
-    kinds = [type(t) for t in chain]
-    assert kinds[:3] == [LoadImaged, EnsureChannelFirstd, CheckInputd]
+@pytest.mark.parametrize("name", ["covid", "kvasir"])
+def test_input_check_goes_right_after_channel_first_of_the_bundle_preprocessing(name, studies):
+    parser = read_config(resolve_models(name)[name])
+    info = bundle_info(name, parser)
+    chain = insert_input_check(parser.get_parsed_content("preprocessing").transforms, info)
+    assert [type(t) for t in chain[:3]] == [LoadImaged, EnsureChannelFirstd, CheckInputd]
+    image = studies["chest0" if name == "covid" else "polyp0"]
+    data = {"image": str(image)}
+    for t in chain:  # the bundle's own preprocessing passes the check with the studies of its kind
+        data = t(data)
+    assert data["image"].shape[0] == info.in_channels
+    wrong = studies["polyp0" if name == "covid" else "chest0"]
+    data = {"image": str(wrong), "image_path": str(wrong)}
+    with pytest.raises(ValueError, match=rf"^{wrong}: the {name} model takes"):
+        for t in chain[:3]:
+            data = t(data)
     with pytest.raises(ValueError, match="no EnsureChannelFirstd"):
         insert_input_check(chain[:1], info)
 
 
-def run_pipeline(name: str, image: Path, output_root: Path, overrides: dict | None = None) -> dict:
-    """What the infer task runs: the bundle's infer transforms with the input check, the network, post-processing."""
-    parser = load_bundle_config(resolve_models(name)[name], output_root, overrides=overrides)
-    info = bundle_info(name, parser)
-    data = {"image": str(image), "image_path": str(image)}
-    for t in insert_input_check(parser.get_parsed_content("infer_transforms").transforms, info):
-        data = t(data)
-    network = parser.get_parsed_content("network_def").eval()
-    torch.manual_seed(0)
-    network.load_state_dict(torch.load(write_untrained_checkpoint(name, output_root, overrides))["model"])
-    with torch.no_grad():
-        data["pred"] = parser.get_parsed_content("inferer")(data["image"][None], network)[0]
-    for t in infer_post_transforms(parser):
-        data = t(data)
-    return data
+def test_each_model_trains_on_the_studies_of_its_kind(studies):
+    pairs = [{"image": str(p), "label": str(label_of(p))} for p in studies.values()]
+    pairs.append({"image": "unlabelled.png", "label": ""})
+    kvasir = model_studies(pairs, info_of("kvasir"))
+    assert sorted(Path(p["image"]).name for p in kvasir) == ["polyp0.jpg", "polyp1.jpg", "polyp2.jpg"]
+    assert all(Path(p["label"]) == label_of(Path(p["image"])) for p in kvasir)  # labels used as they are (0/1)
+    covid = model_studies(pairs, info_of("covid"))
+    assert covid == [{"image": str(studies["chest0"]), "label": str(label_of(studies["chest0"]))}]
 
 
-@pytest.mark.slow
-def test_volume_comes_back_as_class_indices_with_the_input_geometry(studies, tmp_path):
-    data = run_pipeline("covid", studies["chest0"], tmp_path)
-    source = nib.load(studies["chest0"])
-    pred = data["pred"]
-    assert tuple(pred.shape) == source.shape and pred.dtype == torch.uint8
-    np.testing.assert_allclose(np.asarray(pred.affine), AFFINE, atol=1e-5)
-    assert set(torch.unique(pred).tolist()) <= {0, 1}
-
-
-@pytest.mark.slow
-def test_multiclass_volume_holds_indices_of_three_classes(studies, tmp_path):
-    data = run_pipeline("covid", studies["chest0"], tmp_path, {"classes": "multiclass", "image_size": [32, 32]})
-    assert tuple(data["pred"].shape) == nib.load(studies["chest0"]).shape
-    assert set(torch.unique(data["pred"]).tolist()) <= {0, 1, 2}
-
-
-def test_image_comes_back_as_a_mask_of_its_size(studies, tmp_path):
-    data = run_pipeline("kvasir", studies["polyp0"], tmp_path)
-    width, height = Image.open(studies["polyp0"]).size
-    # MONAI's Pillow reader puts width first; the writer transposes back to a height x width PNG
-    assert tuple(data["pred"].shape) == (width, height) and data["pred"].dtype == torch.uint8
-    assert set(torch.unique(data["pred"]).tolist()) <= {0, 1}
-
-
-def test_neuron_state_reset_clears_membranes(tmp_path):
-    from monai_medspike.networks.layers import is_neuron
-
-    parser = load_bundle_config(resolve_models("kvasir")["kvasir"], tmp_path, overrides={"image_size": [32, 32]})
-    network = parser.get_parsed_content("network_def").eval()
-    neurons = [m for m in network.modules() if is_neuron(m)]
-    neurons[0].v = torch.ones(3)  # state left behind by a caller
-    reset_spiking_state(network)
-    assert all(not isinstance(m.v, torch.Tensor) or float(m.v.abs().sum()) == 0 for m in neurons)
-
-
-def test_training_datalist_keeps_what_the_model_reads_and_converts_2d_labels(studies, tmp_path):
-    pairs = [{"image": str(p), "label": str(p.parent / "labels" / "final" / f"{i}.png")} for i, p in studies.items()]
-    pairs = [p for p in pairs if not p["image"].endswith(".nii.gz")]
-    pairs.append(
-        {"image": str(studies["chest0"]), "label": str(studies["chest0"].parent / "labels/final/chest0.nii.gz")}
-    )
-    info = bundle_info("kvasir", load_bundle_config(resolve_models("kvasir")["kvasir"], tmp_path))
-    path = write_training_datalist(pairs, tmp_path / "kv", info, val_split=0.34, seed=1)
-    datalist = json.loads(path.read_text())
-    assert datalist["skipped"] == 1  # the CT volume is not a 2D image
-    entries = datalist["training"] + datalist["validation"]
-    assert (len(datalist["training"]), len(datalist["validation"])) == (2, 1)
-    assert sorted(Path(e["image"]).name for e in entries) == ["polyp0.jpg", "polyp1.jpg", "polyp2.jpg"]
-    for e in entries:  # 0/1 label maps become 0/255 PNG files, the same pixels
-        label = np.asarray(Image.open(e["label"]))
-        original = np.asarray(
-            Image.open(studies[Path(e["image"]).stem].parent / "labels/final" / f"{Path(e['image']).stem}.png")
-        )
-        assert set(np.unique(label)) <= {0, 255} and np.array_equal(label > 0, original > 0)
-    ct = bundle_info("covid", load_bundle_config(resolve_models("covid")["covid"], tmp_path))
-    one = json.loads(write_training_datalist(pairs, tmp_path / "ct", ct).read_text())
-    assert one["training"] == one["validation"] and len(one["training"]) == 1  # a single study serves both
-    assert one["training"][0]["label"].endswith("chest0.nii.gz")  # volume labels are used as they are
-
-
-def test_training_datalist_errors(tmp_path):
-    info = bundle_info("covid", load_bundle_config(resolve_models("covid")["covid"], tmp_path))
+def test_a_model_without_studies_of_its_kind_is_told_what_to_label():
     with pytest.raises(ValueError, match=r"no labelled NIfTI CT volumes .* model covid \(1 labelled studies"):
-        write_training_datalist([{"image": "a.png", "label": "a.png"}], tmp_path, info)
-    with pytest.raises(ValueError, match="val_split"):
-        write_training_datalist([], tmp_path, info, val_split=1.0)
-    assert not (tmp_path / "datalist.json").exists()
+        model_studies([{"image": "a.png", "label": "a.png"}], info_of("covid"))
+    with pytest.raises(ValueError, match=r"no labelled 2D images \(\.png, .*\) .* model busi \(0 labelled"):
+        model_studies([], info_of("busi"))
 
 
 def test_app_folder_is_printed_and_holds_main_py():
@@ -275,3 +190,9 @@ def test_the_app_module_needs_monailabel_and_the_pieces_do_not():
     from monai_medspike.apps.monailabel.app import MedSpikeApp
 
     assert [b.__name__ for b in MedSpikeApp.__bases__] == ["MONAILabelApp"]  # how MONAI Label finds the app
+    from monailabel.tasks.infer.bundle import BundleInferTask
+    from monailabel.tasks.train.bundle import BundleTrainTask
+
+    from monai_medspike.apps.monailabel.app import MedSpikeInferTask, MedSpikeTrainTask
+
+    assert MedSpikeInferTask.__bases__ == (BundleInferTask,) and MedSpikeTrainTask.__bases__ == (BundleTrainTask,)

@@ -8,7 +8,6 @@ a test fails.
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import socket
@@ -23,7 +22,7 @@ import pytest
 from PIL import Image
 
 from monai_medspike.apps.monailabel import MODELS, app_dir
-from tests.apps.studies import AFFINE, make_studies, write_untrained_checkpoint
+from tests.apps.studies import AFFINE, export_bundles, make_studies, needs_2d_label, segment, write_weights
 
 pytest.importorskip("monailabel", reason="monailabel is installed only in the MONAI Label environment")
 requests = pytest.importorskip("requests")
@@ -41,9 +40,8 @@ class Server:
         self.root = root
         self.paths = make_studies(root)
         self.output_root = root / "outputs"
-        self.untrained = {
-            name: write_untrained_checkpoint(name, self.output_root / name) for name in ("covid", "kvasir")
-        }
+        self.bundles = export_bundles(root, list(MODELS))  # training publishes into them, not into the checkout
+        self.weights = {name: write_weights(self.bundles / name) for name in ("kvasir", "covid")}  # initial weights
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -61,7 +59,7 @@ class Server:
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         command = [
             str(Path(sys.executable).parent / "monailabel"), "start_server", "--app", str(self.app),
-            "--studies", str(root / "studies"), "--conf", "models", "all",
+            "--studies", str(root / "studies"), "--conf", "models", "all", "--conf", "bundles", str(self.bundles),
             "--conf", "output_root", str(self.output_root), "--host", "127.0.0.1", "--port", str(self.port),
         ]  # fmt: skip
         with open(self.log, "wb") as log:
@@ -122,13 +120,17 @@ def up(server: Server) -> None:
     assert requests.get(f"{server.url}/info/", timeout=30).status_code == 200
 
 
-def test_info_lists_the_five_models_and_trainers(server):
+def test_info_lists_the_trained_models_and_all_trainers(server):
     info = requests.get(f"{server.url}/info/", timeout=30).json()
-    assert list(info["models"]) == list(MODELS)
+    assert list(info["models"]) == ["kvasir", "covid"]  # those with models/model.pt
     assert list(info["trainers"]) == list(MODELS)
+    assert list(info["untrained"]) == ["isic2018", "busi", "monuseg"]
+    assert "POST /train/busi" in info["untrained"]["busi"]
     assert info["models"]["covid"]["dimension"] == 3 and info["models"]["kvasir"]["dimension"] == 2
     assert info["models"]["covid"]["labels"] == {"infection": 1}
     assert info["models"]["kvasir"]["labels"] == {"polyp": 1}
+    assert info["trainers"]["kvasir"]["config"]["max_epochs"] == 10  # the bundle's epochs per phase
+    assert "pretrained" not in info["trainers"]["kvasir"]["config"]
 
 
 def test_covid_volume_returns_a_label_volume_with_its_shape_and_affine(server, tmp_path):
@@ -136,19 +138,23 @@ def test_covid_volume_returns_a_label_volume_with_its_shape_and_affine(server, t
     assert response.status_code == 200, response.text
     (tmp_path / "label.nii.gz").write_bytes(response.content)
     label, source = nib.load(tmp_path / "label.nii.gz"), nib.load(server.paths["chest0"])
-    assert label.shape == source.shape
+    assert label.shape == source.shape and label.get_data_dtype() == np.uint8
     np.testing.assert_allclose(label.affine, AFFINE, atol=1e-4)
-    assert set(np.unique(np.asarray(label.dataobj))) <= {0, 1}
+    expected = np.asarray(segment(server.bundles / "covid", server.paths["chest0"])).reshape(source.shape)
+    np.testing.assert_array_equal(np.asarray(label.dataobj), expected)  # the bundle's own inference
     params = server.infer("covid", server.paths["chest0"], output="json").json()
     assert params["label_names"] == {"background": 0, "infection": 1}
-    assert params["model_path"] == str(server.untrained["covid"])
+    assert params["model_path"] == str(server.weights["covid"])
 
 
-def test_kvasir_image_returns_a_mask_of_its_size(server):
+@needs_2d_label
+def test_kvasir_image_returns_a_png_mask_of_its_size(server):
     response = server.infer("kvasir", server.paths["polyp0"])
     assert response.status_code == 200, response.text
     mask = Image.open(io.BytesIO(response.content))
     assert mask.format == "PNG" and mask.size == Image.open(server.paths["polyp0"]).size
+    expected = np.asarray(segment(server.bundles / "kvasir", server.paths["polyp0"])).reshape(mask.size)
+    np.testing.assert_array_equal(np.asarray(mask), expected.T)  # (width, height) array, (height, width) image
     assert set(np.unique(np.asarray(mask))) <= {0, 1}
 
 
@@ -189,39 +195,74 @@ def test_malformed_requests_get_clear_errors_and_the_server_keeps_serving(server
 
     response = server.infer("busi", server.paths["polyp0"])  # served but never trained
     assert response.status_code == 409
-    assert "busi has no trained checkpoint" in response.json()["detail"] and "/train/busi" in response.json()["detail"]
+    detail = response.json()["detail"]
+    assert "model busi is not trained yet" in detail and str(server.bundles / "busi" / "models" / "model.pt") in detail
+    assert "POST /train/busi" in detail and "python -m monai.bundle run training" in detail
 
     response = requests.post(f"{server.url}/train/spleen", params={"run_sync": True}, json={}, timeout=60)
     assert response.status_code == 404 and "unknown model 'spleen'" in response.json()["detail"]
+    response = requests.post(
+        f"{server.url}/train/kvasir", params={"run_sync": True}, json={"pretrained": False}, timeout=60
+    )
+    assert response.status_code == 422 and "pretrained=false is not supported" in response.json()["detail"]
     assert server.infer("kvasir", server.paths["polyp0"]).status_code == 200
 
 
-def test_training_from_monailabel_writes_the_checkpoint_the_next_infer_uses(server):
+def test_training_from_monailabel_publishes_the_model_the_next_infer_uses(server):
+    before = server.weights["kvasir"].read_bytes()
     response = requests.post(
         f"{server.url}/train/kvasir", params={"run_sync": True}, json={"max_epochs": 1},
         timeout=REQUEST_TIMEOUT_S,
     )  # fmt: skip
     assert response.status_code == 200, f"{response.text}\n{server.tail()}"
-    checkpoint = Path(response.json()["checkpoint"])
-    assert checkpoint.is_file() and checkpoint != server.untrained["kvasir"]
-    assert checkpoint.parent.parent == server.output_root / "kvasir" and checkpoint.parent.name.startswith("student-")
-    datalists = list((server.output_root / "kvasir" / "monailabel").glob("kvasir-*/datalist.json"))
-    assert len(datalists) == 1
-    datalist = json.loads(datalists[0].read_text())
-    assert len(datalist["training"]) + len(datalist["validation"]) == 3 and datalist["skipped"] == 1
+    result = response.json()
+    assert result == {"model": "kvasir", "checkpoint": str(server.weights["kvasir"]), "published": True}
+    assert server.weights["kvasir"].read_bytes() != before
+    # the runs go to --conf output_root; the 2D model was given the three polyp images, not the CT volume
+    runs = sorted(p.name.split("-")[0] for p in (server.output_root / "kvasir").iterdir())
+    assert runs == ["student", "teacher"]
+    assert "Restored all variables from" in server.log.read_text()  # the student started from models/model.pt
     params = server.infer("kvasir", server.paths["polyp0"], output="json").json()
-    assert params["model_path"] == str(checkpoint)
+    assert params["model_path"] == str(server.weights["kvasir"])
     assert server.infer("kvasir", server.paths["polyp0"]).status_code == 200
+
+
+def test_a_model_is_served_once_its_model_pt_appears_and_refused_once_it_is_gone(tmp_path):
+    """The app in this process: no weights -> 409; weights written (by any training) -> served; removed -> 409."""
+    from fastapi import HTTPException
+
+    from monai_medspike.apps.monailabel.app import MedSpikeApp
+
+    make_studies(tmp_path, polyps=1)
+    bundles = export_bundles(tmp_path, ["covid"])
+    conf = {"models": "covid", "bundles": str(bundles), "covid.image_size": "[32, 32]", "skip_trainers": "true"}
+    app = MedSpikeApp(str(app_dir()), str(tmp_path / "studies"), conf)
+    assert app.info()["models"] == {} and list(app.info()["untrained"]) == ["covid"]
+    with pytest.raises(HTTPException) as err:
+        app.infer({"model": "covid", "image": "chest0", "device": "cpu"})
+    assert err.value.status_code == 409 and "covid is not trained yet" in err.value.detail
+
+    model = write_weights(bundles / "covid", {"image_size": [32, 32]})
+    assert list(app.info()["models"]) == ["covid"]
+    result = app.infer({"model": "covid", "image": "chest0", "device": "cpu"})
+    assert result["params"]["model_path"] == str(model)
+    assert nib.load(result["file"]).shape == nib.load(tmp_path / "studies" / "chest0.nii.gz").shape
+
+    model.unlink()  # never fall back to the network's initial weights
+    with pytest.raises(HTTPException) as err:
+        app.infer({"model": "covid", "image": "chest0", "device": "cpu"})
+    assert err.value.status_code == 409 and str(model) in err.value.detail
 
 
 def test_multiclass_covid_app_carries_its_three_label_names(tmp_path):
     """``--conf covid.classes multiclass``: the app (in this process) labels ground-glass and consolidation."""
-    from monai_medspike.apps.monailabel.app import MedSpikeApp
+    from monai_medspike.apps.monailabel.app import MedSpikeApp, MedSpikeTrainTask
 
-    paths = make_studies(tmp_path)
+    paths = make_studies(tmp_path, polyps=1)
+    bundles = export_bundles(tmp_path, ["covid"])
     overrides = {"classes": "multiclass", "image_size": [32, 32]}
-    write_untrained_checkpoint("covid", tmp_path / "outputs" / "covid", overrides)
-    conf = {"models": "covid", "output_root": str(tmp_path / "outputs"), "covid.classes": "multiclass",
+    write_weights(bundles / "covid", overrides)  # weights of the three-class network
+    conf = {"models": "covid", "bundles": str(bundles), "covid.classes": "multiclass",
             "covid.image_size": "[32, 32]", "skip_trainers": "true"}  # fmt: skip
     app = MedSpikeApp(str(app_dir()), str(tmp_path / "studies"), conf)
     assert app.info()["models"]["covid"]["labels"] == {"ground-glass": 1, "consolidation": 2}
@@ -230,3 +271,8 @@ def test_multiclass_covid_app_carries_its_three_label_names(tmp_path):
     label = nib.load(result["file"])
     assert label.shape == nib.load(paths["chest0"]).shape
     assert set(np.unique(np.asarray(label.dataobj))) <= {0, 1, 2}
+    # the trainer gets the same overrides, and --conf output_root moves only its run folders
+    trainer = MedSpikeTrainTask("covid", bundles / "covid", {**conf, "output_root": str(tmp_path / "runs")})
+    assert trainer.bundle.label_names == ("background", "ground-glass", "consolidation")
+    assert trainer.overrides == {**overrides, "output_root": str(tmp_path / "runs" / "covid")}
+    assert trainer.bundle_config.get_parsed_content("ckpt_dir") == str(bundles / "covid" / "models")

@@ -141,13 +141,13 @@ def test_the_five_bundles_differ_only_in_their_dataset_keys():
         for key in sorted(set().union(*configs.values()) - DATASET_KEYS):
             values = [c.get(key, "<missing>") for c in configs.values()]
             assert all(v == values[0] for v in values), f"{config} key {key!r} differs between bundles: {values}"
-        for name, c in configs.items():
+        for c in configs.values():
             assert "teacher" not in c and "student" not in c  # no copy of the workflow
             assert not any("covid_ct" in json.dumps(v) for k, v in c.items() if k != "dataset")  # no name tests
     for name in bundles:
         assert len((REPO / "bundles" / name / "configs" / "train.json").read_text().splitlines()) < 100, name
     # the standalone inference.json repeats what inference needs of train.json, with the same values
-    for name, (train, infer) in zip(bundles, zip(read("train.json").values(), read("inference.json").values())):
+    for train, infer in zip(read("train.json").values(), read("inference.json").values(), strict=True):
         # (training's datalist is not prepared when MONAI Label gives train#dataset#data)
         shared = sorted(set(train) & set(infer) - {"initialize", "run", "postprocessing", "datalist_file"})
         assert {"dataset", "image_size", "network_def", "in_channels", "out_channels", "classes"} <= set(shared)

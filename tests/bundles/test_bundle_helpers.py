@@ -101,3 +101,39 @@ def test_overwrite_false_from_the_command_line_keeps_an_earlier_run(tmp_path):
         run_dir(str(tmp_path), "run", "false")
     assert run_dir(str(tmp_path), "run", "true") == str(tmp_path / "run")
     assert (tmp_path / "run" / "model.pt").read_bytes() == b"earlier"  # run_dir itself never deletes
+
+
+def test_bundle_root_is_the_bundle_monai_put_on_the_path_else_the_shipped_one(tmp_path, monkeypatch):
+    """``python -m monai.bundle run`` puts the bundle folder of its config on ``sys.path`` (after the current
+    directory) before it runs; ``bundle_root`` takes it from there, never from the command line."""
+    from monai_medspike.bundle import bundle_root, export_bundle, shipped_bundle
+
+    copy = export_bundle("kvasir", tmp_path / "copy")
+    other = export_bundle("busi", tmp_path / "other")
+    monkeypatch.setattr("sys.argv", ["python", "--config_file", str(other / "configs" / "train.json")])
+    monkeypatch.setattr("sys.path", [str(other), str(copy), str(tmp_path)])  # cwd first, as MONAI leaves it
+    assert bundle_root("kvasir") == str(copy.resolve())  # not argv's, not the current directory's
+    monkeypatch.setattr("sys.path", [str(tmp_path), str(tmp_path / "nothing")])
+    assert bundle_root("kvasir") == str(shipped_bundle("kvasir"))
+    monkeypatch.setattr("sys.path", [str(other)])  # run from inside a bundle folder: `--config_file train.json`
+    assert bundle_root("busi") == str(other.resolve())
+
+
+def test_evaluation_and_inference_load_the_newest_trained_student(tmp_path):
+    import os
+
+    from monai_medspike.bundle import trained_model
+
+    with pytest.raises(FileNotFoundError, match=r"no trained student.*--ckpt_path"):
+        trained_model(str(tmp_path / "models"), str(tmp_path / "outputs"))
+    run = tmp_path / "outputs" / "student-20260101-000000" / "model.pt"
+    run.parent.mkdir(parents=True)
+    run.write_bytes(b"x")
+    assert trained_model(str(tmp_path / "models"), str(tmp_path / "outputs")) == str(run)
+    published = tmp_path / "models" / "model.pt"
+    published.parent.mkdir()
+    published.write_bytes(b"y")
+    os.utime(run, (1, 1))
+    assert trained_model(str(tmp_path / "models"), str(tmp_path / "outputs")) == str(published)
+    os.utime(published, (0, 0))
+    assert trained_model(None, str(tmp_path / "outputs")) == str(run)

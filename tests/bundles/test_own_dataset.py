@@ -52,24 +52,24 @@ def test_a_new_dataset_trains_evaluates_and_infers_from_one_overlay(tmp_path):
     own = tmp_path / "my_dataset.json"
     own.write_text(json.dumps({**OWN, "datalist": str(datalist)}, indent=4))
     assert len(own.read_text().splitlines()) < 20
-    configs = [str(base / "configs" / "train.json"), str(own)]
     out = tmp_path / "out"
     common = ["--output_root", str(out), "--epochs", "1"]
 
-    def config_file(*extra: str) -> str:
-        return str([*configs, *extra])
+    def config_file(*bundle_configs: str) -> str:  # the dataset overlay goes last
+        return str([*(str(base / "configs" / c) for c in bundle_configs), str(own)])
 
-    bundle("run", "training", "--config_file", config_file(), *common, cwd=tmp_path)
+    bundle("run", "training", "--config_file", config_file("train.json"), *common, cwd=tmp_path)
     student = run_folder(out, "student") / "model.pt"
     load_weights(MedSpikeFormer(in_channels=1), str(student))  # one channel, as the overlay says
     load_weights(MedSpikeFormer(in_channels=1, spiking=False), str(run_folder(out, "teacher") / "model.pt"))
+    assert (out / "models" / "model.pt").is_file()  # published (the test's --ckpt_dir, see helpers.isolated)
 
-    bundle("run", "evaluating", "--config_file", config_file(str(base / "configs" / "evaluate.json")), *common)
+    bundle("run", "evaluating", "--config_file", config_file("train.json", "evaluate.json"), *common)
     summary = json.loads((run_folder(out, "evaluate") / "summary.json").read_text())
     assert summary["images"] == 2 and 0.0 <= summary["metrics"]["dice"] <= 1.0
 
     args = ["--input", str(tmp_path / "us" / "images"), "--infer_name", "pred", *common]
-    bundle("run", "inferring", "--config_file", config_file(str(base / "configs" / "inference.json")), *args)
+    bundle("run", "inferring", "--config_file", config_file("inference.json"), *args)  # standalone + overlay
     masks = sorted((out / "pred").glob("*_seg.png"))
     assert len(masks) == 12
     for mask in masks:

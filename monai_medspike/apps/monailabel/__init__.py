@@ -1,9 +1,9 @@
 """MONAI Label app serving the five local MedSpikeFormer bundles.
 
-The pieces that do not need MONAI Label (name-to-bundle mapping, input checks, the infer task's pre- and
-post-processing, the training datalist) live in :mod:`.bundles` and import without it. The app and its tasks are in
-:mod:`.app`, which needs ``pip install "monai-medspike[monailabel]"`` (its own environment: see
-``docs/monailabel.md``). The folder MONAI Label starts is :func:`app_dir`::
+The pieces that do not need MONAI Label (name-to-bundle mapping, input checks, the studies a model trains on) live
+in :mod:`.bundles` and import without it. The app and its tasks (MONAI Label's stock ``BundleInferTask`` and
+``BundleTrainTask``, thinly subclassed) are in :mod:`.app`, which needs ``pip install "monai-medspike[monailabel]"``
+(its own environment: see ``docs/monailabel.md``). The folder MONAI Label starts is :func:`app_dir`::
 
     monailabel start_server --app "$(python -m monai_medspike.apps.monailabel)" --studies studies/ \\
         --conf models all

@@ -1,28 +1,36 @@
 """The MONAI Label app and its tasks for the five local MedSpikeFormer bundles (needs ``monailabel``).
 
-Built on MONAI Label's bundle tasks (``BundleInferTask``, ``BundleTrainTask``) with what differs here:
+The tasks are MONAI Label's stock ``BundleInferTask`` and ``BundleTrainTask``, built with public constructor
+arguments only; each bundle folder is a model-zoo bundle they run as it is (``configs/inference.json`` standing
+alone, ``models/model.pt``, the ``train#...`` ids of ``configs/train.json``). The subclasses here add, through
+public methods only:
 
-- names map to the bundle folders on disk (:func:`.bundles.resolve_models`), never to the model zoo;
-- inference reads ``inference.json`` as an overlay on ``train.json`` (the bundles keep one network definition),
-  loads the newest trained student of the model's output folder at each request (so a model trained from
-  MONAI Label, or from the command line, is served at the next request), checks the input, resets the neuron
-  state before and after each request, and returns a label image of the input's geometry holding class indices;
-- training writes the studies folder's labelled images into a datalist and runs the bundle's own ``training``
-  into the folder the infer task loads from.
+- names mapped to the bundle folders on disk (:func:`.bundles.resolve_models`), never to the model zoo;
+- an input check after ``EnsureChannelFirstd`` (:meth:`MedSpikeInferTask.pre_transforms`), a PNG label for 2D
+  images and a NIfTI label for CT volumes, both ``uint8`` (:meth:`MedSpikeInferTask.writer`), the label names
+  with the background in the result;
+- ``--conf <model>.<id> <value>`` config overrides for both tasks, ``--conf output_root`` for the run folders;
+- training on the studies this model reads (2D images or CT volumes), in one process.
+
+Weights: a model is served from ``<bundle>/models/model.pt``, which every training publishes (``python -m
+monai.bundle run training`` or ``POST /train/<model>``); MONAI Label reloads the file when it changes. A model
+without that file is not listed under ``models`` in ``/info/`` and answers 409 saying how to train it; its infer
+task is created at the first request (or ``/info/``) after the file appears.
 
 Options (``--conf KEY VALUE`` of ``monailabel start_server``): ``models`` (``all`` or a comma-separated list),
-``bundles`` (folder holding the bundle folders), ``output_root`` (folder for runs; default each bundle's
-``outputs/``), ``preload``.
+``bundles`` (folder holding the bundle folders), ``output_root`` (folder for the runs, ``<output_root>/<model>``;
+default each bundle's ``outputs/``), ``<model>.<config id>``, ``preload``, ``skip_trainers``.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from fastapi import HTTPException
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
@@ -31,10 +39,7 @@ from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
-from monailabel.tasks.infer.basic_infer import BasicInferTask
-from monailabel.tasks.infer.bundle import BundleConstants as InferConstants
 from monailabel.tasks.infer.bundle import BundleInferTask
-from monailabel.tasks.train.bundle import BundleConstants as TrainConstants
 from monailabel.tasks.train.bundle import BundleTrainTask
 from monailabel.utils.others.generic import strtobool
 
@@ -43,27 +48,32 @@ from monai_medspike.apps.monailabel.bundles import (
     BundleInfo,
     bundle_info,
     bundle_overrides,
-    find_model,
-    infer_post_transforms,
     insert_input_check,
-    load_bundle_config,
-    model_output_root,
-    reset_spiking_state,
+    model_studies,
     resolve_models,
-    write_training_datalist,
+    served_model,
 )
-from monai_medspike.bundle import run_stamp
 
-__all__ = ["MedSpikeApp", "MedSpikeInferTask", "MedSpikeTrainTask", "ModelNotTrainedError"]
+__all__ = ["MedSpikeApp", "MedSpikeInferTask", "MedSpikeTrainTask", "ModelNotTrainedError", "not_trained_message"]
 
 logger = logging.getLogger(__name__)
 
 
 class ModelNotTrainedError(MONAILabelException):
-    """An infer request for a model with no checkpoint yet."""
+    """An infer request for a model whose ``models/model.pt`` does not exist (yet)."""
 
     def __init__(self, msg: str) -> None:
         super().__init__(MONAILabelError.INFERENCE_ERROR, msg)
+
+
+def not_trained_message(name: str, bundle: str | Path) -> str:
+    """What a request for an untrained model is told: the missing file and the two ways to write it."""
+    bundle = Path(bundle)
+    return (
+        f"model {name} is not trained yet: {served_model(bundle)} does not exist. Train it: POST /train/{name} "
+        f"(MONAI Label), or python -m monai.bundle run training --config_file {bundle / 'configs' / 'train.json'}; "
+        "both publish models/model.pt, which is served from the next request on."
+    )
 
 
 def _first_line(err: BaseException, limit: int = 400) -> str:
@@ -72,84 +82,41 @@ def _first_line(err: BaseException, limit: int = 400) -> str:
     return line if len(line) <= limit else line[:limit] + "..."
 
 
-class _InferConstants(InferConstants):
-    def configs(self) -> Sequence[str]:
-        return ["inference.json"]
-
-    def key_preprocessing(self) -> Sequence[str]:
-        return ["infer_transforms"]
-
-    def key_postprocessing(self) -> Sequence[str]:
-        return ["infer_postprocessing"]
-
-
-class _TrainConstants(TrainConstants):
-    def configs(self) -> Sequence[str]:
-        return ["train.json"]
-
-
 class MedSpikeInferTask(BundleInferTask):
-    """Segmentation with one local bundle: a 2D image, or a CT volume slice by slice, to a label image.
+    """MONAI Label's ``BundleInferTask`` on one local bundle, with input checks and lossless label files.
 
     Args:
         name: model name (``covid``, ``kvasir``, ...).
-        path: the bundle folder.
-        conf: the app's ``--conf`` options.
-        output_root: the model's run folder, searched for the newest trained student at each request.
+        path: the bundle folder; ``models/model.pt`` must exist.
+        conf: the app's ``--conf`` options (``<name>.<id>`` overrides, ``preload``).
+
+    Raises:
+        FileNotFoundError: the bundle lacks ``configs/inference.json`` or ``models/model.pt``.
     """
 
-    def __init__(self, name: str, path: str | Path, conf: dict[str, str], output_root: str | Path) -> None:
-        self.const = _InferConstants()
-        self.pre_filter = None
-        self.post_filter = None
-        self.extend_load_image = True
-        self.add_post_restore = False  # the bundle's Invertd already restores the input's geometry
-        self.dropout = 0.0
-        self.bundle_path = str(path)
-        self.output_root = Path(output_root)
-        self.bundle_config = load_bundle_config(path, self.output_root, overrides=bundle_overrides(conf, name))
-        self.bundle_config.config["use_click"] = False
-        self.bundle: BundleInfo = bundle_info(name, self.bundle_config)
-        self.key_image, self.key_pred = "image", "pred"
-        self.version = self.bundle.version or monai_medspike.__version__
-        network = self.bundle_config.get_parsed_content("network_def", instantiate=True)
-        BasicInferTask.__init__(
-            self,
-            path=None,
-            network=network,
-            type=InferType.SEGMENTATION,
-            labels=self.bundle.labels,
-            dimension=3 if self.bundle.volume else 2,
-            description=self.bundle.description,
-            preload=False,
-            load_strict=True,
-        )
-        self.valid = True
-
-    def is_valid(self) -> bool:
-        return True  # listed even before training; a request without a checkpoint gets an error saying so
-
-    def get_path(self, validate: bool = True) -> str | None:
-        return find_model(self.output_root, self.bundle_path)
-
-    def _get_network(self, device: Any, data: Any) -> torch.nn.Module:
-        if self.get_path() is None:  # listed before training: say how to train it
-            raise ModelNotTrainedError(
-                f"model {self.bundle.name} has no trained checkpoint yet (looked for student-*/model.pt under "
-                f"{self.output_root} and {Path(self.bundle_path) / 'models' / 'model.pt'}). Train it first: "
-                f"POST /train/{self.bundle.name}, or python -m monai.bundle run training --config_file "
-                f"{Path(self.bundle_path) / 'configs' / 'train.json'}.",
+    def __init__(self, name: str, path: str | Path, conf: dict[str, str]) -> None:
+        super().__init__(str(path), conf, type=InferType.SEGMENTATION, load_strict=True)
+        if not self.is_valid():
+            raise FileNotFoundError(
+                f"{path} is no servable bundle: it needs configs/inference.json, configs/metadata.json and "
+                f"models/model.pt. {not_trained_message(name, path)}"
             )
-        network = super()._get_network(device, data)
-        reset_spiking_state(network)  # no membrane left from an earlier request; forward clears it again at its end
-        return network
+        overrides = bundle_overrides(conf, name)
+        if overrides:  # e.g. --conf covid.classes multiclass: the network and labels follow the overridden config
+            self.bundle_config.update(overrides)
+            self.network = self.bundle_config.get_parsed_content("network_def", instantiate=True)
+        self.bundle: BundleInfo = bundle_info(name, self.bundle_config)
+        if self.labels != self.bundle.labels:  # metadata.json describes the default classes only
+            self.labels = self.bundle.labels
+
+    def info(self) -> dict[str, Any]:
+        info = super().info()
+        if self.bundle.volume:  # a 2D network run slice by slice: clients get and send volumes
+            info["dimension"] = 3
+        return info
 
     def pre_transforms(self, data: Any = None) -> Sequence[Callable]:
         return insert_input_check(super().pre_transforms(data), self.bundle)
-
-    def post_transforms(self, data: Any = None) -> Sequence[Callable]:
-        self._update_device(data)
-        return infer_post_transforms(self.bundle_config, self.key_pred)
 
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[Any, Any]:
         if extension is None and not data.get("result_extension"):
@@ -158,88 +125,99 @@ class MedSpikeInferTask(BundleInferTask):
         return super().writer(data, extension=extension, dtype=dtype)
 
     def __call__(self, request: dict, callbacks: Any = None) -> tuple[Any, dict]:
+        if self.get_path() is None:  # removed since: never serve the network's initial weights
+            raise ModelNotTrainedError(not_trained_message(self.bundle.name, self.bundle_path))
         file_name, result = super().__call__(request, callbacks)
         result["label_names"] = {name: i for i, name in enumerate(self.bundle.label_names)}
         result["model_path"] = self.get_path()
         return file_name, result
 
 
-class MedSpikeTrainTask(BundleTrainTask):
-    """Training of one local bundle on the studies folder's labelled images.
+class _ModelStudies:
+    """A datastore whose ``datalist()`` holds only the labelled studies one model reads (see
+    :func:`.bundles.model_studies`); everything else is the wrapped datastore's."""
 
-    The labelled images this model reads go into a datalist (:func:`.bundles.write_training_datalist`, split by
-    ``val_split``); then the bundle's own ``training`` runs (teacher, then student) for ``max_epochs`` epochs per
-    phase into ``output_root``, where the infer task finds the new student at its next request.
+    def __init__(self, datastore: Any, info: BundleInfo) -> None:
+        self.datastore = datastore
+        self.studies = model_studies(datastore.datalist(), info)
+
+    def datalist(self, full_path: bool = True) -> list[dict[str, Any]]:
+        return [dict(s) for s in self.studies]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.datastore, name)
+
+
+class MedSpikeTrainTask(BundleTrainTask):
+    """MONAI Label's ``BundleTrainTask`` on one local bundle: its two-phase training on the labelled studies.
+
+    MONAI Label sets ``train#dataset#data`` and ``validate#dataset#data`` (split by ``val_split``),
+    ``train#trainer#max_epochs`` (epochs per phase) and ``train#handlers`` (its ``CheckpointLoader``: the student
+    starts from ``models/model.pt`` when there is one); the bundle publishes the best student as
+    ``models/model.pt``. Only the studies this model reads are given to it. Training runs in this process (MONAI
+    Label's multi-GPU path is not used).
+
+    Args:
+        name: model name.
+        path: the bundle folder.
+        conf: the app's ``--conf`` options (``<name>.<id>`` overrides, ``output_root``).
     """
 
-    def __init__(self, name: str, path: str | Path, conf: dict[str, str], output_root: str | Path) -> None:
+    def __init__(self, name: str, path: str | Path, conf: dict[str, str]) -> None:
+        super().__init__(str(path), conf, load_strict=True)
+        if not self.is_valid():
+            raise FileNotFoundError(f"{path} is no trainable bundle: it needs configs/train.json and metadata.json.")
         self.name = name
-        self.output_root = Path(output_root)
         self.overrides = bundle_overrides(conf, name)
-        super().__init__(str(path), conf, const=_TrainConstants())
+        if conf.get("output_root"):
+            self.overrides.setdefault("output_root", str(Path(conf["output_root"]) / name))
+        self.bundle_config.update(self.overrides)
         self.bundle: BundleInfo = bundle_info(name, self.bundle_config)
-
-    def _load_bundle_config(self, path: str, config: str) -> Any:
-        return load_bundle_config(path, self.output_root, configs=("train.json",), overrides=self.overrides)
 
     def config(self) -> dict[str, Any]:
         options = super().config()
-        options.update({"max_epochs": int(self.bundle_config.get("epochs", 10)), "multi_gpu": False})
-        for key in ("tracking", "tracking_uri", "tracking_experiment_name", "pretrained", "model_filename"):
+        options.update(max_epochs=int(self.bundle_config.get_parsed_content("epochs")), multi_gpu=False)
+        # no experiment tracking in the bundles; pretrained=false fails in MONAI Label 0.8.5 (os.path.exists(None))
+        for key in ("tracking", "tracking_uri", "tracking_experiment_name", "pretrained", "gpus"):
             options.pop(key, None)
         return options
 
-    def _update_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        """Translate MONAI Label's generic overrides into this bundle's config ids."""
-        training = overrides.pop(self.const.key_train_dataset_data(), []) or []
-        validation = overrides.pop(self.const.key_validate_dataset_data(), None) or []
-        epochs = int(overrides.pop(self.const.key_train_trainer_max_epochs()))
-        for key in (self.const.key_train_handlers(), self.const.key_bundle_root()):
-            overrides.pop(key, None)
-        stamp = run_stamp()
-        datalist = write_training_datalist(
-            [*training, *validation],
-            self.output_root / "monailabel" / f"{self.name}-{stamp}",
-            self.bundle,
-            val_split=float(self._request.get("val_split", 0.2)),
-        )
-        overrides.update(
-            {
-                "bundle_root": self.bundle_path,
-                "output_root": str(self.output_root),
-                "datalist": str(datalist),
-                "epochs": epochs,
-                "run_name": f"monailabel-{stamp}",
-                **self.overrides,
-            }
-        )
-        logger.info("training %s: %s", self.name, overrides)
-        return overrides
-
-    def _load_checkpoint(self, model_pytorch: str, pretrained: bool, train_handlers: list) -> None:
-        """Nothing to load: the bundle trains its teacher, then its student from that teacher, from scratch."""
-
-    def _partition_datalist(self, datalist: list, request: dict, shuffle: bool = False) -> tuple[list, list]:
-        return datalist, []  # split by write_training_datalist, after keeping what this model reads
+    def run_single_gpu(self, request: dict, overrides: dict) -> None:
+        """MONAI Label's run, with the app's ``--conf`` overrides (config ids, ``output_root``) added."""
+        super().run_single_gpu(request, {**overrides, **self.overrides})
 
     def __call__(self, request: dict, datastore: Any) -> dict:
-        self._request = dict(request)
-        request = {**request, "multi_gpu": False, "run_id": "run"}
+        request = dict(request)
+        if not strtobool(str(request.get("pretrained", True))):
+            raise ValueError(
+                f"pretrained=false is not supported: MONAI Label's BundleTrainTask fails on it. To train {self.name} "
+                f"from scratch, move {served_model(self.bundle_path)} away first."
+            )
+        request.update(multi_gpu=False, force_multi_gpu=False)
+        request.setdefault("max_epochs", int(self.bundle_config.get_parsed_content("epochs")))
+        studies = _ModelStudies(datastore, self.bundle)
+        if len(studies.studies) < 2:  # nothing to split off: the bundle validates on the training data
+            request["val_split"] = 0.0
+        model = served_model(self.bundle_path)
+        before = model.stat().st_mtime_ns if model.is_file() else None
+        path = list(sys.path)
         try:
-            super().__call__(request, datastore)
-        except (ValueError, FileNotFoundError) as err:
-            raise MONAILabelException(MONAILabelError.APP_ERROR, f"training {self.name}: {err}") from err
-        return {"model": self.name, "checkpoint": find_model(self.output_root, self.bundle_path)}
+            super().__call__(request, studies)
+        finally:
+            sys.path[:] = path  # BundleTrainTask leaves the bundle folder on sys.path when the run fails
+        published = model.is_file() and model.stat().st_mtime_ns != before
+        if not published:
+            logger.warning("training %s published no model (no finite validation Dice)", self.name)
+        return {"model": self.name, "checkpoint": str(model) if model.is_file() else None, "published": published}
 
 
 class MedSpikeApp(MONAILabelApp):
     """MONAI Label app serving the local bundles ``isic2018, kvasir, busi, monuseg, covid`` (see module docs)."""
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
-        self.models = resolve_models(conf.get("models", "all"), conf.get("bundles"))
-        self.output_roots = {
-            name: model_output_root(path, name, conf.get("output_root")) for name, path in self.models.items()
-        }
+        self.bundles = resolve_models(conf.get("models", "all"), conf.get("bundles"))
+        self.infer_tasks: dict[str, InferTask] = {}
+        self.tasks_lock = threading.Lock()
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -251,31 +229,53 @@ class MedSpikeApp(MONAILabelApp):
         )
 
     def init_infers(self) -> dict[str, InferTask]:
-        return {
-            name: MedSpikeInferTask(name, path, self.conf, self.output_roots[name])
-            for name, path in self.models.items()
-        }
+        """The infer tasks of the trained models; :meth:`load_trained_models` adds the others once trained."""
+        self.load_trained_models()
+        return self.infer_tasks  # the same dict: tasks added to it later are served
+
+    def load_trained_models(self) -> list[str]:
+        """Create the infer task of every served model whose ``models/model.pt`` now exists; returns the models
+        still without one."""
+        untrained = []
+        with self.tasks_lock:
+            for name, path in self.bundles.items():
+                if name in self.infer_tasks:
+                    continue
+                if served_model(path).is_file():
+                    self.infer_tasks[name] = MedSpikeInferTask(name, path, self.conf)
+                    logger.info("serving %s from %s", name, served_model(path))
+                else:
+                    untrained.append(name)
+        return untrained
 
     def init_trainers(self) -> dict[str, TrainTask]:
         if strtobool(self.conf.get("skip_trainers", "false")):
             return {}
-        return {
-            name: MedSpikeTrainTask(name, path, self.conf, self.output_roots[name])
-            for name, path in self.models.items()
-        }
+        return {name: MedSpikeTrainTask(name, path, self.conf) for name, path in self.bundles.items()}
 
     def init_strategies(self) -> dict[str, Strategy]:
         return {"random": Random(), "first": First()}
 
+    def info(self) -> dict[str, Any]:
+        """MONAI Label's ``info``; ``models`` lists the trained models, ``untrained`` the others (with the way to
+        train them)."""
+        untrained = self.load_trained_models()
+        info = super().info()
+        info["untrained"] = {name: not_trained_message(name, self.bundles[name]) for name in untrained}
+        return info
+
     def infer(self, request: dict, datastore: Any = None) -> dict:
         """MONAI Label's ``infer``, with failures turned into HTTP errors that say what went wrong.
 
-        404: unknown model; 409: the model has no checkpoint yet; 422: the image cannot be read or does not fit
-        the model (wrong dimensions or channels). The server goes on serving.
+        404: unknown model; 409: the model has no ``models/model.pt`` yet; 422: the image cannot be read or does not
+        fit the model (wrong dimensions or channels). The server goes on serving.
         """
         model = request.get("model")
-        if model not in self._infers:
-            raise HTTPException(404, f"unknown model {model!r}; this server serves {', '.join(self._infers)}.")
+        if model not in self.bundles:
+            raise HTTPException(404, f"unknown model {model!r}; this server serves {', '.join(self.bundles)}.")
+        self.load_trained_models()
+        if model not in self.infer_tasks:
+            raise HTTPException(409, not_trained_message(model, self.bundles[model]))
         try:
             return super().infer(request, datastore)
         except ModelNotTrainedError as err:
@@ -287,15 +287,21 @@ class MedSpikeApp(MONAILabelApp):
             raise HTTPException(422, f"model {model}: the input could not be segmented: {_first_line(err)}") from err
 
     def train(self, request: dict) -> dict:
-        """MONAI Label's ``train``; 404 for an unknown model, 422 when the studies cannot train it, 500 with the
-        cause when the training itself fails."""
+        """MONAI Label's ``train``; 404 for an unknown model, 422 when the request or the studies cannot train it,
+        500 with the cause when the training itself fails."""
         model = request.get("model")
-        if model not in self._trainers:
-            raise HTTPException(404, f"unknown model {model!r}; this server trains {', '.join(self._trainers)}.")
+        if model not in self.trainer_names():
+            raise HTTPException(404, f"unknown model {model!r}; this server trains {', '.join(self.trainer_names())}.")
         try:
-            return super().train(request)
-        except MONAILabelException as err:
-            raise HTTPException(422, err.msg) from err
+            result = super().train(request)
+        except (ValueError, MONAILabelException) as err:
+            raise HTTPException(422, f"training {model}: {_first_line(err)}") from err
         except Exception as err:
             logger.exception("training %s failed", model)
             raise HTTPException(500, f"training {model} failed: {_first_line(err)}") from err
+        self.load_trained_models()
+        return result
+
+    def trainer_names(self) -> list[str]:
+        """The models this app trains (none with ``--conf skip_trainers true``)."""
+        return [] if strtobool(self.conf.get("skip_trainers", "false")) else list(self.bundles)

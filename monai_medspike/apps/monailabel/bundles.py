@@ -1,27 +1,27 @@
-"""The MONAI Label app's pieces that need no MONAI Label: models to local bundles, input checks, processing, datalists.
+"""The MONAI Label app's pieces that need no MONAI Label: models to local bundles, input checks, studies per model.
 
 MONAI Label's stock bundle app resolves model names against the online model zoo. This app maps the names
-``isic2018, kvasir, busi, monuseg, covid`` to the bundle folders on disk (``bundles/<name>`` of the source tree,
-or the folder given with ``--conf bundles``) and never downloads anything.
+``isic2018, kvasir, busi, monuseg, covid`` to bundle folders on disk (the bundles shipped with the package, or the
+folder given with ``--conf bundles``) and never downloads anything. Each folder is a model-zoo bundle that MONAI
+Label's stock ``BundleInferTask`` and ``BundleTrainTask`` run as it is: ``configs/inference.json`` stands alone,
+``models/model.pt`` holds the served weights, and ``configs/train.json`` has the ids those tasks override.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from monai.bundle import ConfigParser
 from monai.config import KeysCollection
-from monai.transforms import CastToTyped, EnsureChannelFirstd, MapTransform, SaveImaged, SqueezeDimd
+from monai.transforms import EnsureChannelFirstd, MapTransform
 
-from monai_medspike.bundle import bundle_root
+from monai_medspike.bundle import shipped_bundles
 from monai_medspike.data.readers import get_reader
 
 __all__ = [
@@ -33,14 +33,10 @@ __all__ = [
     "bundle_overrides",
     "check_input",
     "default_bundles_dir",
-    "find_model",
-    "infer_post_transforms",
     "insert_input_check",
-    "load_bundle_config",
-    "model_output_root",
-    "reset_spiking_state",
+    "model_studies",
     "resolve_models",
-    "write_training_datalist",
+    "served_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,12 +54,24 @@ def app_dir() -> Path:
 
 
 def default_bundles_dir() -> Path:
-    """``bundles/`` of the source tree this package is installed from.
+    """The folder holding the bundles shipped with this installation (``bundles/`` of a source checkout).
 
     Raises:
-        FileNotFoundError: the package is not installed from a source tree holding ``bundles/``.
+        FileNotFoundError: this installation ships no bundles.
     """
-    return Path(bundle_root("covid")).parent
+    shipped = shipped_bundles()
+    if not shipped:
+        raise FileNotFoundError(
+            "this installation of monai_medspike ships no bundles; pass --conf bundles <folder holding "
+            "isic2018/, kvasir/, busi/, monuseg/, covid/> (python -m monai_medspike.bundle export <name> <folder>)."
+        )
+    return next(iter(shipped.values())).parent
+
+
+def served_model(bundle: str | Path) -> Path:
+    """The weights a bundle serves: ``<bundle>/models/model.pt``, where MONAI Label's ``BundleInferTask`` loads
+    from and every training (``python -m monai.bundle run training`` or MONAI Label) publishes its best student."""
+    return Path(bundle) / "models" / "model.pt"
 
 
 def resolve_models(
@@ -106,39 +114,6 @@ def resolve_models(
             )
         found[name] = folder
     return found
-
-
-def model_output_root(bundle: str | Path, name: str, output_root: str | Path | None = None) -> Path:
-    """Where a model's runs (checkpoints, logs) live: ``<output_root>/<name>``, or the bundle's own ``outputs/``.
-
-    The default is the folder ``python -m monai.bundle run training`` writes to, so a model trained from the
-    command line is served as it is, and a model trained from MONAI Label is found by the command line.
-    """
-    return Path(output_root) / name if output_root else Path(bundle) / "outputs"
-
-
-def load_bundle_config(
-    bundle: str | Path,
-    output_root: str | Path | None = None,
-    configs: Sequence[str] = ("train.json", "inference.json"),
-    overrides: Mapping[str, Any] | None = None,
-) -> ConfigParser:
-    """The bundle's configs merged in order (inference is an overlay on training), with its root set.
-
-    Args:
-        bundle: the bundle folder (holding ``configs/``).
-        output_root: ``output_root`` of the config (default: the bundle's ``outputs/``).
-        configs: config files in ``configs/``, later ones overriding earlier ones.
-        overrides: further ``{id: value}`` pairs.
-    """
-    bundle = Path(bundle)
-    parser = ConfigParser()
-    parser.read_config([str(bundle / "configs" / c) for c in configs])
-    parser["bundle_root"] = str(bundle)
-    parser["output_root"] = str(output_root) if output_root else str(bundle / "outputs")
-    for key, value in (overrides or {}).items():
-        parser[key] = value
-    return parser
 
 
 def bundle_overrides(conf: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -219,17 +194,6 @@ def bundle_info(name: str, parser: ConfigParser) -> BundleInfo:
     )
 
 
-def find_model(output_root: str | Path, bundle: str | Path) -> str | None:
-    """The checkpoint the infer task loads: the latest written ``student-*/model.pt`` under ``output_root``, else the
-    bundle's ``models/model.pt`` (model-zoo layout), else None."""
-    root = Path(output_root)
-    runs = [p for p in root.glob("student-*/model.pt") if p.is_file()] if root.is_dir() else []
-    if runs:
-        return str(max(runs, key=lambda p: (p.stat().st_mtime_ns, p.parent.name)))
-    zoo = Path(bundle) / "models" / "model.pt"
-    return str(zoo) if zoo.is_file() else None
-
-
 def check_input(image: Any, info: BundleInfo, source: str = "input") -> None:
     """Check a loaded, channel-first image against what the model takes.
 
@@ -292,94 +256,30 @@ def insert_input_check(transforms: Sequence[Any], info: BundleInfo, key: str = "
         if isinstance(t, EnsureChannelFirstd):
             out.insert(i + 1, CheckInputd(key, info))
             return out
-    raise ValueError(f"the {info.name} bundle's infer_transforms have no EnsureChannelFirstd to check inputs after.")
+    raise ValueError(
+        f"the {info.name} bundle's preprocessing (configs/inference.json) has no EnsureChannelFirstd to check "
+        "inputs after; the input check needs channel-first images."
+    )
 
 
-def infer_post_transforms(parser: ConfigParser, key: str = "pred") -> list[Any]:
-    """The bundle's ``infer_postprocessing`` (activation, threshold or argmax, inversion to the input's geometry)
-    without its file writer, then the channel dropped and the label cast to ``uint8``: a label image of the
-    input's size (and affine, for volumes) holding class indices.
-    """
-    chain = parser.get_parsed_content("infer_postprocessing")
-    transforms = [t for t in getattr(chain, "transforms", chain) if not isinstance(t, SaveImaged)]
-    return [*transforms, SqueezeDimd(key, dim=0), CastToTyped(key, dtype=np.uint8)]
-
-
-def reset_spiking_state(network: torch.nn.Module) -> None:
-    """Clear every neuron's membrane (MedSpikeFormer does this in ``forward``; this also covers wrapped nets)."""
-    from spikingjelly.activation_based import functional
-
-    functional.reset_net(network)
-
-
-def write_training_datalist(
-    pairs: Sequence[Mapping[str, str]],
-    out_dir: str | Path,
-    info: BundleInfo,
-    val_split: float = 0.2,
-    seed: int = 0,
-) -> Path:
-    """Write a Decathlon-style datalist of labelled studies for the bundle's training.
-
-    Only files this model reads are kept (NIfTI volumes for covid, 2D images otherwise). Labels of 2D binary
-    bundles are rewritten as {0, 255} PNG files under ``out_dir/labels`` (MONAI Label stores 0/1 label maps,
-    while some bundle readers binarise at 127, as Kvasir's JPEG masks need). At least one study goes to
-    validation when there are two or more; a single study is used for both.
+def model_studies(pairs: Sequence[Mapping[str, Any]], info: BundleInfo) -> list[dict[str, Any]]:
+    """The labelled studies model ``info`` can train on: NIfTI volumes for a CT model, 2D images otherwise.
 
     Args:
-        pairs: ``[{"image": path, "label": path}, ...]`` (MONAI Label's ``datastore.datalist()``).
-        out_dir: folder for the datalist and converted labels (created).
-        info: the bundle.
-        val_split: fraction of studies for validation.
-        seed: shuffling seed of the split.
-
-    Returns:
-        The datalist path (``out_dir/datalist.json``).
+        pairs: ``[{"image": path, "label": path}, ...]`` (MONAI Label's ``datastore.datalist()``); labels are MONAI
+            Label's class-index maps, which every bundle reads as they are.
 
     Raises:
-        ValueError: no labelled study this model can read, or ``val_split`` outside [0, 1).
+        ValueError: no labelled study of this model's kind, saying how many of other kinds there are.
     """
-    if not 0.0 <= val_split < 1.0:
-        raise ValueError(f"val_split must be in [0, 1), got {val_split}.")
     usable = [dict(p) for p in pairs if p.get("label") and info.accepts(p["image"])]
-    skipped = len(pairs) - len(usable)
     if not usable:
         kind = "NIfTI CT volumes" if info.volume else "2D images (" + ", ".join(_IMAGE_SUFFIXES) + ")"
         raise ValueError(
             f"no labelled {kind} in the studies folder for model {info.name} ({len(pairs)} labelled studies of "
             "other kinds); save labels for such images first."
         )
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not info.volume and info.out_channels == 1:
-        from PIL import Image
-
-        label_dir = out_dir / "labels"
-        label_dir.mkdir(exist_ok=True)
-        for i, p in enumerate(usable):
-            mask = np.asarray(Image.open(p["label"]))
-            if mask.ndim == 3:
-                mask = mask.max(axis=-1)
-            target = label_dir / f"{i:04d}_{Path(p['label']).name.split('.')[0]}.png"
-            Image.fromarray(((mask > 0) * 255).astype(np.uint8)).save(target)
-            p["label"] = str(target)
-    entries = [{"image": str(Path(p["image"]).resolve()), "label": str(Path(p["label"]).resolve())} for p in usable]
-    random.Random(seed).shuffle(entries)
-    n_val = max(1, round(len(entries) * val_split)) if len(entries) > 1 and val_split > 0 else 0
-    validation, training = entries[:n_val], entries[n_val:]
-    if not validation:
-        validation = list(training)
-        logger.warning("model %s: one labelled study; it is used for both training and validation", info.name)
-    datalist = {
-        "name": f"{info.name} studies labelled in MONAI Label",
-        "training": training,
-        "validation": validation,
-        "test": [],
-        "numTraining": len(training),
-        "skipped": skipped,
-    }
-    path = out_dir / "datalist.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(datalist, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    if len(usable) < len(pairs):
+        logger.info("model %s: %d of %d labelled studies are not %s", info.name, len(pairs) - len(usable),
+                    len(pairs), "volumes" if info.volume else "2D images")  # fmt: skip
+    return usable
