@@ -43,8 +43,13 @@ logger = logging.getLogger(__name__)
 META_SCHEMA = Path(__file__).resolve().with_name("meta_schema.json")
 
 
-def _is_bundle(folder: Path) -> bool:
-    return (folder / "configs" / "train.json").is_file() and (folder / "configs" / "metadata.json").is_file()
+def _is_bundle(folder: Path, name: str) -> bool:
+    """Whether ``folder`` holds a bundle whose ``train.json`` calls itself ``name`` (``bundle_root('<name>')``)."""
+    train = folder / "configs" / "train.json"
+    if not (train.is_file() and (folder / "configs" / "metadata.json").is_file()):
+        return False
+    text = train.read_text(errors="replace")
+    return f"bundle_root('{name}')" in text or f'bundle_root("{name}")' in text
 
 
 def bundle_root(name: str) -> str:
@@ -52,9 +57,10 @@ def bundle_root(name: str) -> str:
 
     ``python -m monai.bundle run`` (MONAI's ``ConfigWorkflow.run``) puts the bundle folder of its first config file
     on ``sys.path`` before it runs the workflow: the file's folder, or its parent when that folder is ``configs``.
-    The first bundle folder on ``sys.path`` after its first entry (the current directory, which MONAI leaves in
-    front) is therefore the bundle being run, from any working directory and for any copy of the bundle
-    (``python -m monai_medspike.bundle export``). Elsewhere (a ``ConfigParser`` read by hand, ``monai.bundle load``,
+    The first folder on ``sys.path`` after its first entry (the current directory, which MONAI leaves in front)
+    that holds a bundle whose ``train.json`` calls itself ``name`` is therefore the bundle being run, from any
+    working directory and for any copy of the bundle (``python -m monai_medspike.bundle export``); the latest run
+    comes first when one process runs several. Elsewhere (a ``ConfigParser`` read by hand, ``monai.bundle load``,
     ``verify_net_in_out``) it is the bundle shipped with the package (:func:`shipped_bundle`). A ``bundle_root``
     override (``--bundle_root <folder>``, or ``parser["bundle_root"] = ...`` as MONAI Label does) replaces this
     lookup entirely.
@@ -65,7 +71,7 @@ def bundle_root(name: str) -> str:
     entries = sys.path[1:] + sys.path[:1]
     for entry in entries:
         folder = Path(entry or ".")
-        if _is_bundle(folder):
+        if _is_bundle(folder, name):
             return str(folder.resolve())
     shipped = shipped_bundle(name)
     if shipped is not None:

@@ -113,6 +113,8 @@ def test_bundle_root_is_the_bundle_monai_put_on_the_path_else_the_shipped_one(tm
     monkeypatch.setattr("sys.argv", ["python", "--config_file", str(other / "configs" / "train.json")])
     monkeypatch.setattr("sys.path", [str(other), str(copy), str(tmp_path)])  # cwd first, as MONAI leaves it
     assert bundle_root("kvasir") == str(copy.resolve())  # not argv's, not the current directory's
+    monkeypatch.setattr("sys.path", [str(tmp_path), str(other), str(copy)])  # an earlier run of another bundle
+    assert bundle_root("kvasir") == str(copy.resolve()) and bundle_root("busi") == str(other.resolve())
     monkeypatch.setattr("sys.path", [str(tmp_path), str(tmp_path / "nothing")])
     assert bundle_root("kvasir") == str(shipped_bundle("kvasir"))
     monkeypatch.setattr("sys.path", [str(other)])  # run from inside a bundle folder: `--config_file train.json`

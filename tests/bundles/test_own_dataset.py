@@ -68,7 +68,7 @@ def test_a_new_dataset_trains_evaluates_and_infers_from_one_overlay(tmp_path):
     summary = json.loads((run_folder(out, "evaluate") / "summary.json").read_text())
     assert summary["images"] == 2 and 0.0 <= summary["metrics"]["dice"] <= 1.0
 
-    args = ["--input", str(tmp_path / "us" / "images"), "--infer_name", "pred", *common]
+    args = ["--input", str(tmp_path / "us" / "images"), "--infer_name", "pred", "--output_root", str(out)]
     bundle("run", "inferring", "--config_file", config_file("inference.json"), *args)  # standalone + overlay
     masks = sorted((out / "pred").glob("*_seg.png"))
     assert len(masks) == 12
