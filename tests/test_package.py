@@ -81,6 +81,17 @@ def test_the_bundles_ship_with_the_package_and_export_writes_one(tmp_path, capsy
     export_bundle("busi", folder, overwrite=True)
 
 
+def test_export_leaves_out_weights_a_local_training_published(tmp_path, monkeypatch):
+    import monai_medspike.bundle as bundle_module
+
+    trained = bundle_module.export_bundle("kvasir", tmp_path / "trained")
+    (trained / "models" / "model.pt").write_bytes(b"weights")
+    (trained / "outputs").mkdir()
+    monkeypatch.setattr(bundle_module, "shipped_bundle", lambda name: trained)
+    copy = bundle_module.export_bundle("kvasir", tmp_path / "copy")
+    assert (copy / "models").is_dir() and not list((copy / "models").glob("*.pt")) and not (copy / "outputs").exists()
+
+
 @pytest.mark.slow
 def test_a_wheel_installed_outside_the_checkout_exports_and_trains_a_bundle(tmp_path):
     """Build the wheel, install it (without dependencies: those of this environment are put on its path) into a

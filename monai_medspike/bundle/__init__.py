@@ -99,7 +99,7 @@ def shipped_bundle(name: str) -> Path | None:
 
 def export_bundle(name: str, destination: str | Path, overwrite: bool = False) -> Path:
     """Write the shipped bundle ``name`` as a bundle folder at ``destination`` (``configs/``, ``docs/``, ``LICENSE``,
-    ``models/``, the root links), without any ``outputs/``; returns the folder.
+    an empty ``models/``, the root links), without any ``outputs/`` or trained weights; returns the folder.
 
     Raises:
         ValueError: unknown bundle name, listing the shipped ones.
@@ -113,7 +113,8 @@ def export_bundle(name: str, destination: str | Path, overwrite: bool = False) -
     destination = Path(destination)
     if destination.exists() and (not destination.is_dir() or any(destination.iterdir())) and not overwrite:
         raise FileExistsError(f"{destination} exists and is not empty; choose another folder or pass --overwrite.")
-    ignore = shutil.ignore_patterns("outputs", "__pycache__")
+    # the bundle as shipped: no runs, and no weights a local training published into models/
+    ignore = shutil.ignore_patterns("outputs", "__pycache__", "*.pt", "*.ts", ".*.tmp")
     # links inside the bundle (train.json -> configs/train.json) stay links; those pointing out of it are copied
     shutil.copytree(source, destination, symlinks=False, ignore=ignore, dirs_exist_ok=True)
     for link in ("train.json", "metadata.json", "logging.conf"):  # a wheel holds them as copies: link again
