@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from monai_medspike.compare import jobs_for, mean_std, paired_comparison, wilcoxon
+from monai_medspike.compare import MODELS, jobs_for, mean_std, paired_comparison, wilcoxon
 from monai_medspike.compare.stats import bootstrap_interval
 from tests.bundles.helpers import REPO
 
@@ -170,3 +170,21 @@ def test_bad_arguments_stop_before_any_work(tmp_path, capsys):
     assert main(["--bundle", bundle, "--set", "epochs", "--out", str(tmp_path / "c")]) == 2
     assert "ID=VALUE" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS if n not in ("student", "student_no_align")])
+def test_every_model_is_built_from_the_bundle_and_maps_an_image_to_its_mask(name):
+    """What a job trains: the network of the model's phase, built by the bundle config with the model's overrides."""
+    from monai_medspike.compare.jobs import bundle_parser
+
+    spec = MODELS[name]
+    parser = bundle_parser(REPO / "bundles" / "kvasir", {"image_size": [64, 64], **spec.overrides})
+    (phase,) = spec.rows
+    network = parser.get_parsed_content("network_def" if phase == "student" else "teacher_def").eval()
+    with torch.no_grad():
+        out = network(torch.rand(1, 3, 64, 64))
+    assert tuple(torch.as_tensor(out).shape) == (1, 1, 64, 64)
+    if name == "student_ssa":
+        assert network.spiking and network._arguments["attention"] == "ssa"
+    if name == "student_aa":
+        assert network.spiking and list(network._arguments["interactions"]) == ["aa"]
