@@ -1,7 +1,8 @@
 """Train MedSpikeFormer for a few steps on generated images, the two-phase recipe end to end.
 
-Phase 1 trains the ANN twin (``spiking=False``) as the teacher; phase 2 trains the spiking student with the
-frozen teacher through the distribution-alignment loss. Both phases use MONAI's ``SupervisedTrainer`` unchanged.
+Phase 1 trains the ANN twin (``spiking=False``) as the teacher, its side heads by deep supervision; phase 2 trains
+the spiking student with the frozen teacher through the distribution-alignment loss. Both phases use MONAI's
+``SupervisedTrainer`` unchanged.
 The images are generated in memory (bright blobs on a noisy background), so nothing is downloaded and no file is
 written unless ``--save`` is given.
 
@@ -114,8 +115,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 
     start = time.perf_counter()
     teacher = MedSpikeFormer(spiking=False, **common).to(device)
-    teacher_loss = _train(teacher, SegmentationAlignmentLoss(lambda_align=0.0), data, args.steps, device, args.lr)
-    logger.info("phase 1 (ANN teacher): %d steps, final loss %.4f", args.steps, teacher_loss)
+    # its side heads, the masks the student is aligned to, learn by deep supervision (lambda_side)
+    side_supervised = DistributionAlignmentNet(teacher)
+    teacher_loss = _train(side_supervised, SegmentationAlignmentLoss(lambda_align=0.0, lambda_side=1.0), data,
+                          args.steps, device, args.lr)  # fmt: skip
+    logger.info("phase 1 (ANN teacher, side heads supervised): %d steps, final loss %.4f", args.steps, teacher_loss)
 
     student = MedSpikeFormer(spiking=True, **common).to(device)
     pair = DistributionAlignmentNet(student, teacher)

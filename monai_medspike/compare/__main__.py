@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                         future.result()
                         logger.info("finished %s seed %s", job["model"], job["seed"])
         order = [name for spec in jobs_for(names) for name in spec.rows.values()]
-        info = {"title": f"{Path(args.bundle).name}", "bundle": str(args.bundle), "command": " ".join(sys.argv)}
+        command = shlex.join(["python", "-m", "monai_medspike.compare", *(sys.argv[1:] if argv is None else argv)])
+        info = {"title": f"{Path(args.bundle).name}", "bundle": str(args.bundle), "command": command}
         write_report(out, info, order=order)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

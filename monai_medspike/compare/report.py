@@ -153,6 +153,12 @@ def plot(summary: dict[str, Any], images: dict[str, dict[int, list[dict[str, Any
         ax.errorbar(s["energy_mj"]["mean"], s["dice_train"]["mean"], yerr=s["dice_train"]["std"], fmt="o", capsize=3)
         ax.annotate(m, (s["energy_mj"]["mean"], s["dice_train"]["mean"]), textcoords="offset points", xytext=(4, 4))
     ax.set_xscale("log")
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.margins(x=0.15)
     ax.set_xlabel("energy per image (mJ, 45 nm estimate)")
     ax.set_ylabel("test Dice (mean ± std over seeds)")
     fig.tight_layout()

@@ -23,10 +23,12 @@ class TeacherLoader:
     public code configured a teacher checkpoint and silently never loaded it).
 
     Args:
-        teacher: the teacher network (usually ``MedSpikeFormer(spiking=False)``).
+        teacher: the teacher network (usually ``MedSpikeFormer(spiking=False)``); None: only ``student`` is loaded.
         checkpoint: its checkpoint file (a state dict or ``{"model": state_dict}``); None when none was found.
         enabled: False (alignment off) skips loading entirely.
         hint: how to produce the checkpoint, appended to the error.
+        student: a network that also starts from the teacher's weights (the spiking student, whose ANN twin has the
+            same parameters) in a fresh run; a resumed run (iteration > 0 when the trainer starts) keeps its own.
     """
 
     def __init__(
@@ -35,8 +37,10 @@ class TeacherLoader:
         checkpoint: str | None,
         enabled: bool = True,
         hint: str = "Train the teacher first (phase 'teacher') or give its checkpoint.",
+        student: torch.nn.Module | None = None,
     ) -> None:
         self.teacher = teacher
+        self.student = student
         self.checkpoint = checkpoint
         self.enabled = enabled
         self.hint = hint
@@ -45,11 +49,17 @@ class TeacherLoader:
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine: Engine | None = None) -> None:
-        if not self.enabled:
+        fresh = engine is None or engine.state.iteration == 0
+        if not self.enabled or (self.teacher is None and not fresh):
             return
         if self.checkpoint is None or not Path(self.checkpoint).is_file():
             found = f"{self.checkpoint} does not exist" if self.checkpoint else "no teacher checkpoint was found"
-            raise FileNotFoundError(f"distribution alignment is on but {found}. {self.hint}")
-        load_weights(self.teacher, self.checkpoint)
-        self.teacher.eval()
-        logger.info("teacher loaded from %s", self.checkpoint)
+            needs = "the student starts from its teacher" if self.teacher is None else "distribution alignment is on"
+            raise FileNotFoundError(f"{needs} but {found}. {self.hint}")
+        if self.teacher is not None:
+            load_weights(self.teacher, self.checkpoint)
+            self.teacher.eval()
+            logger.info("teacher loaded from %s", self.checkpoint)
+        if self.student is not None and fresh:
+            load_weights(self.student, self.checkpoint)
+            logger.info("the student starts from the teacher's weights (%s)", self.checkpoint)

@@ -131,6 +131,7 @@ SETTINGS: dict[str, Callable[[Any], str | None]] = {
     "sw_batch_size": _int(1),
     "learning_rate": _number(0.0, strict=True),
     "lambda_align": _number(0.0, strict=False),
+    "lambda_side": _number(0.0, strict=False),
     "image_size": _image_size,
     "align_stages": _stages,
     "phase": _choice("teacher", "student", "both"),

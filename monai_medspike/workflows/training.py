@@ -204,6 +204,11 @@ class TwoPhaseTraining:
             ``early_stop_min_delta`` for ``early_stop_patience`` validations.
         lambda_align: weight of the alignment loss (0: the student trains alone, no teacher is needed).
         align_stages: encoder stages whose side outputs are aligned.
+        lambda_side: weight of the deep supervision of the teacher's side heads in the teacher phase (their masks are
+            what the student is aligned to; 0: they stay as initialised, as in the published code); a teacher without
+            side outputs (a MONAI network) ignores it.
+        init_from_teacher: the student starts from its teacher's weights (the ANN twin has the student's parameters)
+            instead of a random initialisation; needs the teacher checkpoint even with ``lambda_align`` 0.
         teacher_checkpoint: the teacher for the student phase; default: this run's teacher (``both``) or the newest
             ``teacher-*/model.pt`` under ``output_root``.
         bn_recalibration_batches: training batches for batch-norm re-estimation (None: all; 0: off).
@@ -249,6 +254,8 @@ class TwoPhaseTraining:
         early_stop_min_delta: float = 0.0,
         lambda_align: float = 1.0,
         align_stages: Sequence[int] = (0, 1, 2, 3),
+        lambda_side: float = 1.0,
+        init_from_teacher: bool = False,
         teacher_checkpoint: str | None = None,
         bn_recalibration_batches: int | None = None,
         run_name: str | None = None,
@@ -285,6 +292,8 @@ class TwoPhaseTraining:
         self.early_stop_min_delta = float(early_stop_min_delta)
         self.lambda_align = float(lambda_align)
         self.align_stages = list(align_stages)
+        self.lambda_side = float(lambda_side)
+        self.init_from_teacher = bool(init_from_teacher)
         self.teacher_checkpoint = teacher_checkpoint
         self.bn_recalibration_batches = bn_recalibration_batches
         self.run_name = run_name
@@ -376,8 +385,13 @@ class TwoPhaseTraining:
         output_dir = output_dir or self.phase_dir(name)
         network = self.networks[name].to(self.device)
         align = student and self.lambda_align > 0
+        init = student and self.init_from_teacher and teacher_state is None  # a resumed student keeps its weights
+        side = not student and self.lambda_side > 0 and hasattr(network, "forward_with_side_outputs")
         handlers: list[Any] = []
         extra: dict[str, Any] = {}
+        hint = "Train it first (--phase teacher or --phase both), pass --teacher_checkpoint <model.pt>, or set " + (
+            "--lambda_align 0." if align else "init_from_teacher false."
+        )
         if align:
             from monai_medspike.networks.nets import DistributionAlignmentNet
 
@@ -390,17 +404,24 @@ class TwoPhaseTraining:
                 teacher.eval()
                 logger.info("teacher restored from the resumed checkpoint (trained as %s)", teacher_checkpoint)
             else:
-                hint = (
-                    "Train it first (--phase teacher or --phase both), pass --teacher_checkpoint <model.pt>, or set "
-                    "--lambda_align 0."
-                )
-                handlers.append(TeacherLoader(teacher, teacher_checkpoint, hint=hint))
+                start = network if init else None
+                handlers.append(TeacherLoader(teacher, teacher_checkpoint, hint=hint, student=start))
             train_network = self._wrap(DistributionAlignmentNet(network, teacher))
+        elif side:
+            from monai_medspike.networks.nets import DistributionAlignmentNet
+
+            train_network = self._wrap(DistributionAlignmentNet(network))  # no teacher: the side outputs only
         else:
+            if init:
+                teacher_checkpoint = teacher_checkpoint or self.student_teacher_checkpoint()
+                handlers.append(TeacherLoader(None, teacher_checkpoint, hint=hint, student=network))
             train_network = self._wrap(network)
         alignment = DistributionAlignmentLoss(stages=self.align_stages, activation=self.activation) if align else None
         loss = SegmentationAlignmentLoss(
-            activation=self.activation, lambda_align=self.lambda_align if align else 0.0, alignment=alignment
+            activation=self.activation,
+            lambda_align=self.lambda_align if align else 0.0,
+            alignment=alignment,
+            lambda_side=self.lambda_side if side else 0.0,
         )
         optimizer = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
         lr_scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", patience=self.lr_patience)

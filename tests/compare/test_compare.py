@@ -134,6 +134,7 @@ def test_a_tiny_comparison_writes_every_output_and_resumes(tmp_path, caplog):
             assert (folder / "teacher-run" / "model.pt").is_file() and result["sops_g"] > 0
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["models"]) == ["student", "basicunet"]
+    assert summary["info"]["command"] == "python -m monai_medspike.compare " + " ".join(args)  # rerunnable as written
     student, unet = summary["models"]["student"], summary["models"]["basicunet"]
     assert student["seeds"] == [0, 1] and 0.0 <= student["dice_train"]["mean"] <= 1.0
     assert student["dice_train"]["std"] >= 0.0 and "vs_student_dice_train" not in student
@@ -172,7 +173,10 @@ def test_bad_arguments_stop_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
 
 
-@pytest.mark.parametrize("name", [n for n in MODELS if n not in ("student", "student_no_align")])
+BUNDLE_NETWORK = ("student", "student_no_align", "student_from_teacher")  # the bundle's own network, unchanged
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS if n not in BUNDLE_NETWORK])
 def test_every_model_is_built_from_the_bundle_and_maps_an_image_to_its_mask(name):
     """What a job trains: the network of the model's phase, built by the bundle config with the model's overrides."""
     from monai_medspike.compare.jobs import bundle_parser
@@ -188,3 +192,14 @@ def test_every_model_is_built_from_the_bundle_and_maps_an_image_to_its_mask(name
         assert network.spiking and network._arguments["attention"] == "ssa"
     if name == "student_aa":
         assert network.spiking and list(network._arguments["interactions"]) == ["aa"]
+
+
+def test_the_student_from_its_teacher_is_the_bundles_student_with_init_from_teacher():
+    from monai_medspike.compare.jobs import bundle_parser
+
+    spec = MODELS["student_from_teacher"]
+    assert spec.phase == "both" and spec.rows == {"student": "student_from_teacher"}
+    parser = bundle_parser(REPO / "bundles" / "kvasir", spec.overrides)
+    assert parser["workflow"]["init_from_teacher"] is True
+    assert parser["workflow"]["_target_"] == "monai_medspike.workflows.TwoPhaseTraining"
+    assert "init_from_teacher" not in bundle_parser(REPO / "bundles" / "kvasir")["workflow"]

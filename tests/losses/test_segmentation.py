@@ -76,3 +76,23 @@ def test_plain_tensor_while_aligning_is_an_error_but_fine_for_validation():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SegmentationAlignmentLoss(**kwargs)
+
+
+def test_side_term_is_the_mean_seg_loss_of_the_side_outputs_against_the_label_resized_by_nearest_neighbour():
+    logits, label = binary_case()
+    side = [torch.randn(2, 1, 8, 8), torch.randn(2, 1, 4, 4)]
+    pred = AlignmentOutput(logits, side, [])
+    loss = SegmentationAlignmentLoss(lambda_align=0.0, lambda_side=0.4)
+    small = label.reshape(2, 1, 4, 2, 4, 2)[:, :, :, 1, :, 1]  # nearest-exact, 2x smaller: pixel 2i + 1 of 2i, 2i + 1
+    dice_ce = DiceCELoss(sigmoid=True)
+    expected_side = (dice_ce(side[0], label) + dice_ce(side[1], small)) / 2
+    torch.testing.assert_close(loss(pred, label), dice_ce(logits, label) + 0.4 * expected_side)
+    torch.testing.assert_close(loss.components["side"], expected_side)
+    # off by default; a plain tensor while training the side heads is an error, fine without gradients
+    SegmentationAlignmentLoss(lambda_align=0.0)(pred, label)
+    with pytest.raises(ValueError, match="lambda_side=0.4 but pred is a plain tensor"):
+        loss(logits, label)
+    with torch.no_grad():
+        loss(logits, label)
+    with pytest.raises(ValueError, match="lambda_side"):
+        SegmentationAlignmentLoss(lambda_side=-1.0)

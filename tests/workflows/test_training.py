@@ -108,3 +108,63 @@ def test_resume_takes_a_run_folder_or_its_last_pt_and_refuses_other_checkpoints(
     assert resolve_resume(run) == resolve_resume(run / "last.pt") == (run / "last.pt").resolve()
     assert trained_epochs(load_resumable(run / "last.pt")) == (2, 10)
     assert resolve_resume(None) is None
+
+
+def test_the_teacher_loader_starts_a_fresh_student_from_the_teacher_and_leaves_a_resumed_one(tmp_path):
+    from ignite.engine import Engine
+
+    from monai_medspike.handlers import TeacherLoader
+    from monai_medspike.networks.nets import MedSpikeFormer
+
+    student = MedSpikeFormer(in_channels=1, out_channels=1, embed_dims=(8, 8, 16, 16), num_heads=2, time_steps=2)
+    teacher = student.ann_twin()
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.uniform_(-1, 1)
+    torch.save({"model": teacher.state_dict()}, tmp_path / "teacher.pt")
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+
+    engine = Engine(lambda e, b: None)
+    engine.state.iteration = 7  # a resumed run: the student keeps its weights, nothing else is needed
+    TeacherLoader(None, str(tmp_path / "missing.pt"), student=student)(engine)
+    assert all(torch.equal(v, before[k]) for k, v in student.state_dict().items())
+
+    engine.state.iteration = 0
+    TeacherLoader(None, str(tmp_path / "teacher.pt"), student=student)(engine)
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in student.state_dict().items())
+    with pytest.raises(FileNotFoundError, match="the student starts from its teacher but .*missing.pt does not exist"):
+        TeacherLoader(None, str(tmp_path / "missing.pt"), student=student)(engine)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("init", [True, False])
+def test_init_from_teacher_starts_the_student_from_the_teacher_weights(tmp_path, init):
+    """With a learning rate of 0 the student's weights stay where they started: the teacher's, or its own."""
+    run("training", config_file=str(TRAIN), output_root=str(tmp_path), phase="teacher", **FAST)
+    teacher = run_folder(tmp_path, "teacher") / "model.pt"
+    overrides = {"workflow#init_from_teacher": init, "lambda_align": 0.0, "learning_rate": 0.0}
+    run("training", config_file=str(TRAIN), output_root=str(tmp_path), phase="student", teacher_checkpoint=str(teacher),
+        ckpt_dir=str(tmp_path / "models"), **FAST, **overrides)  # fmt: skip
+    student = torch.load(run_folder(tmp_path, "student") / "model.pt", weights_only=True)
+    teacher_state = torch.load(teacher, weights_only=True)
+    teacher_state = teacher_state.get("model", teacher_state)
+    weights = [k for k, v in teacher_state.items() if k.endswith(".weight") and v.dim() > 1]  # convolutions
+    same = [torch.equal(student[k], teacher_state[k]) for k in weights]
+    # (without it, only layers the teacher phase does not train, such as the side heads, may match by seed)
+    assert all(same) if init else sum(same) < len(same) / 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lambda_side", [0.0, 0.5])
+def test_lambda_side_trains_the_teachers_side_heads_and_nothing_else_changes(tmp_path, lambda_side):
+    """Adam keeps state only for the parameters that got a gradient: the side heads get one only with lambda_side."""
+    run("training", config_file=str(TRAIN), output_root=str(tmp_path), phase="teacher", lambda_side=lambda_side, **FAST)
+    parser = ConfigParser()
+    parser.read_config(str(TRAIN))
+    parser.update({"output_root": str(tmp_path / "x"), **FAST})
+    names = [name for name, _ in parser.get_parsed_content("teacher_def").named_parameters()]
+    last = torch.load(run_folder(tmp_path, "teacher") / "last.pt", weights_only=True)
+    trained = {names[i] for i in last["optimizer"]["state"]}
+    side = {n for n in names if ".side_head." in n}
+    assert side and trained | side == set(names)
+    assert trained >= side if lambda_side else not trained & side

@@ -18,7 +18,7 @@ class AlignmentOutput(NamedTuple):
     Attributes:
         logits: the student's segmentation logits ``(B, out_channels, H, W)``.
         student_side: the student's per-stage side mask logits, ``[(B, out_channels, H / 2**i, W / 2**i)]``.
-        teacher_side: the frozen teacher's side mask logits, same shapes, without gradient.
+        teacher_side: the frozen teacher's side mask logits, same shapes, without gradient (empty without a teacher).
     """
 
     logits: torch.Tensor
@@ -38,21 +38,27 @@ class DistributionAlignmentNet(nn.Module):
     The teacher's parameters are frozen (``requires_grad=False``) and it always stays in eval mode (batch-norm
     statistics are not updated), whatever ``train()`` is called with.
 
+    Without a teacher (``teacher=None``) it returns the network's own side outputs in training mode, for the deep
+    supervision of its side heads (``SegmentationAlignmentLoss(lambda_side=...)``): this is how the ANN teacher is
+    trained, so that the side masks the student is later aligned to are mask predictions rather than the outputs of
+    heads nothing trained.
+
     Args:
         student: the network being trained.
         teacher: a trained network with the same ``out_channels`` and number of stages, usually
-            ``MedSpikeFormer(..., spiking=False)`` loaded from its checkpoint.
+            ``MedSpikeFormer(..., spiking=False)`` loaded from its checkpoint; None: no teacher (see above).
 
     Raises:
         ValueError: the teacher's outputs cannot be aligned with the student's.
     """
 
-    def __init__(self, student: MedSpikeFormer, teacher: MedSpikeFormer) -> None:
+    def __init__(self, student: MedSpikeFormer, teacher: MedSpikeFormer | None = None) -> None:
         super().__init__()
-        for name, net in (("student", student), ("teacher", teacher)):
+        for name, net in (("student", student), ("teacher", teacher if teacher is not None else student)):
             if not hasattr(net, "forward_with_side_outputs"):
                 raise ValueError(f"{name} must provide forward_with_side_outputs (a MedSpikeFormer), got {type(net)}.")
-        if (student.out_channels, len(student.embed_dims)) != (teacher.out_channels, len(teacher.embed_dims)):
+        shape = lambda net: (net.out_channels, len(net.embed_dims))  # noqa: E731
+        if teacher is not None and shape(student) != shape(teacher):
             raise ValueError(
                 "teacher cannot be aligned with student: out_channels / number of stages differ "
                 f"(student {student.out_channels}/{len(student.embed_dims)}, "
@@ -60,12 +66,14 @@ class DistributionAlignmentNet(nn.Module):
             )
         self.student = student
         self.teacher = teacher
-        self.teacher.requires_grad_(False)
-        self.teacher.eval()
+        if teacher is not None:
+            teacher.requires_grad_(False)
+            teacher.eval()
 
     def train(self, mode: bool = True) -> DistributionAlignmentNet:
         super().train(mode)
-        self.teacher.eval()
+        if self.teacher is not None:
+            self.teacher.eval()
         return self
 
     def forward(self, x: torch.Tensor) -> AlignmentOutput | torch.Tensor:
@@ -73,6 +81,8 @@ class DistributionAlignmentNet(nn.Module):
         if not self.training:
             return self.student(x)
         logits, student_side = self.student.forward_with_side_outputs(x)
+        if self.teacher is None:
+            return AlignmentOutput(logits, student_side, [])
         with torch.no_grad():
             _, teacher_side = self.teacher.forward_with_side_outputs(x)
         return AlignmentOutput(logits, student_side, teacher_side)

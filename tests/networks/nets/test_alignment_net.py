@@ -81,3 +81,17 @@ def test_monai_supervised_trainer_trains_with_alignment_loss():
     state = pair.student.state_dict()
     assert any(not torch.equal(state[k], v) for k, v in student_before.items())
     assert all(torch.equal(pair.teacher.state_dict()[k], v) for k, v in teacher_before.items())
+
+
+def test_without_a_teacher_it_returns_the_networks_own_side_outputs_for_their_deep_supervision():
+    net = small_net(spiking=False, in_channels=1, out_channels=1)
+    wrapper = DistributionAlignmentNet(net).train()
+    x = torch.rand(2, 1, 32, 32)
+    out = wrapper(x)
+    assert isinstance(out, AlignmentOutput) and out.teacher_side == [] and len(out.student_side) == 4
+    loss = SegmentationAlignmentLoss(lambda_align=0.0, lambda_side=1.0)
+    loss(out, (torch.rand(2, 1, 32, 32) > 0.5).float()).backward()
+    assert all(p.grad is not None for p in net.parameters())  # side heads included
+    wrapper.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(wrapper(x), net(x))
