@@ -35,6 +35,7 @@ def config() -> dict:
         ({"learning_rate": 0}, "--learning_rate 0: must be a number > 0."),
         ({"learning_rate": float("nan")}, "--learning_rate nan: must be a number > 0."),
         ({"lambda_align": -1}, "--lambda_align -1: must be a number >= 0."),
+        ({"lambda_side": -0.5}, "--lambda_side -0.5: must be a number >= 0."),
         ({"phase": "ann"}, "--phase 'ann': must be one of teacher, student, both."),
         ({"classes": "three"}, "--classes 'three': must be one of binary, multiclass."),
         ({"overwrite": "maybe"}, "--overwrite 'maybe': must be true or false."),
