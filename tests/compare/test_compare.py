@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,24 @@ def test_the_student_from_its_teacher_is_the_bundles_student_with_init_from_teac
     assert parser["workflow"]["init_from_teacher"] is True
     assert parser["workflow"]["_target_"] == "monai_medspike.workflows.TwoPhaseTraining"
     assert "init_from_teacher" not in bundle_parser(REPO / "bundles" / "kvasir")["workflow"]
+
+
+def test_every_comparison_command_in_docs_results_is_valid():
+    """The commands docs/results.md gives run as written: known options, models and bundle settings."""
+    import shlex
+
+    from monai.bundle import ConfigParser
+
+    from monai_medspike.compare.__main__ import _overrides, _parser
+
+    text = (REPO / "docs" / "results.md").read_text()
+    blocks = "\n".join(re.findall(r"```bash\n(.*?)```", text, flags=re.S)).replace("\\\n", " ")
+    blocks = re.sub(r"<[^>]+>", "PLACEHOLDER", blocks)  # <Kvasir-SEG release>
+    commands = [line.split()[3:] for line in blocks.splitlines() if line.startswith("python -m monai_medspike.compare")]
+    assert len(commands) >= 4
+    for argv in commands:
+        args = _parser().parse_args(shlex.split(" ".join(argv)))
+        jobs_for(args.models.split(","))
+        config = ConfigParser.load_config_file(str(Path(REPO, args.bundle, "configs", "train.json")))
+        for key in _overrides(args):
+            assert key.split("#")[0] in config, f"--set {key}: {args.bundle} has no such setting"
