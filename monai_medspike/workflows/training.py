@@ -385,16 +385,16 @@ class TwoPhaseTraining:
         output_dir = output_dir or self.phase_dir(name)
         network = self.networks[name].to(self.device)
         align = student and self.lambda_align > 0
-        init = student and self.init_from_teacher and teacher_state is None  # a resumed student keeps its weights
+        init = student and self.init_from_teacher  # TeacherLoader leaves a resumed student's weights alone
         side = not student and self.lambda_side > 0 and hasattr(network, "forward_with_side_outputs")
         handlers: list[Any] = []
         extra: dict[str, Any] = {}
         hint = "Train it first (--phase teacher or --phase both), pass --teacher_checkpoint <model.pt>, or set " + (
             "--lambda_align 0." if align else "init_from_teacher false."
         )
-        if align:
-            from monai_medspike.networks.nets import DistributionAlignmentNet
+        from monai_medspike.networks.nets import DistributionAlignmentNet
 
+        if align:
             teacher = self.networks["teacher"].to(self.device)
             teacher_checkpoint = teacher_checkpoint or self.student_teacher_checkpoint()
             # the teacher travels with the student's checkpoint: a resume needs no teacher file
@@ -408,8 +408,6 @@ class TwoPhaseTraining:
                 handlers.append(TeacherLoader(teacher, teacher_checkpoint, hint=hint, student=start))
             train_network = self._wrap(DistributionAlignmentNet(network, teacher))
         elif side:
-            from monai_medspike.networks.nets import DistributionAlignmentNet
-
             train_network = self._wrap(DistributionAlignmentNet(network))  # no teacher: the side outputs only
         else:
             if init:
