@@ -115,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(args.bundle, "configs", "train.json").is_file():
             raise FileNotFoundError(f"--bundle {args.bundle}: no configs/train.json there; pass a bundle folder.")
         overrides = _overrides(args)
+        from monai.bundle import ConfigParser
+
+        from monai_medspike.workflows.settings import check_overrides
+
+        train = Path(args.bundle, "configs", "train.json")  # unknown ids and bad values, before any work
+        check_overrides(ConfigParser.load_config_file(str(train)), overrides, source=str(train))
         if not args.report_only:
             datalist = prepare_split(
                 out, args.bundle, args.dataset_dir, args.datalist, args.test_datalist, args.split_seed, overrides

@@ -171,7 +171,10 @@ def test_bad_arguments_stop_before_any_work(tmp_path, capsys):
     assert "no configs/train.json" in capsys.readouterr().err
     assert main(["--bundle", bundle, "--set", "epochs", "--out", str(tmp_path / "c")]) == 2
     assert "ID=VALUE" in capsys.readouterr().err
-    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+    assert main(["--bundle", bundle, "--set", "lambda_sid=0", "--epochs", "0", "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "--lambda_sid: unknown setting" in err and "Did you mean --lambda_side" in err and "--epochs 0" in err
+    assert not any((tmp_path / x).exists() for x in "acd")
 
 
 BUNDLE_NETWORK = ("student", "student_no_align", "student_from_teacher")  # the bundle's own network, unchanged
