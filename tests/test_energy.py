@@ -12,20 +12,22 @@ from monai_medspike.energy.__main__ import main
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["isic2018", "covid"])
-def test_energy_report_of_a_bundle(name, tmp_path, capsys):
+@pytest.mark.parametrize("name, layout", [("isic2018", "published"), ("covid", "published"), ("kvasir", "spike_driven")])
+def test_energy_report_of_a_bundle(name, layout, tmp_path, capsys):
     out = tmp_path / "energy.json"
     md = tmp_path / "energy.md"
     args = ["--bundle", str(REPO / "bundles" / name), "--output_root", str(tmp_path / "outputs"), "--images", "2"]
+    if layout != "published":
+        args += ["--layout", layout]
     assert main([*args, "--image_size", "32", "32", "--json", str(out), "--markdown", str(md)]) == 0
     text = capsys.readouterr().out
     assert "untrained" in text and "MONAI BasicUNet" in text and "total" in text
     report = json.loads(out.read_text())
     assert report["images"] == 2 and report["image_size"] == [32, 32]
     rows = {row["network"]: row for row in report["comparison"]}
-    spiking = next(n for n in rows if n.startswith("MedSpikeFormer (spiking"))
-    assert rows[spiking]["energy_ratio"] == 1.0
-    for other in ("MedSpikeFormer ANN twin (T=1)", "MONAI BasicUNet", "MONAI UNet"):
+    spiking = f"MedSpikeFormer {layout} (spiking, T=4)"
+    assert report["layout"] == layout and rows[spiking]["energy_ratio"] == 1.0
+    for other in (f"MedSpikeFormer {layout} ANN twin (T=1)", "MONAI BasicUNet", "MONAI UNet", "MONAI SegResNet"):
         assert rows[other]["sops"] == 0 and rows[other]["macs"] > 0  # MACs only
         expected = rows[other]["energy_mj"] / rows[spiking]["energy_mj"]
         assert rows[other]["energy_ratio"] == pytest.approx(expected)
@@ -33,6 +35,17 @@ def test_energy_report_of_a_bundle(name, tmp_path, capsys):
     assert {layer["input"] for layer in layers} == {"spikes", "real"}
     energy = sum(layer["energy"] for layer in layers)
     assert energy * 1e3 == pytest.approx(rows[spiking]["energy_mj"])
+    # what a hardware user checks per layer: input firing rate, input elements, fan-out, SOPs
+    for layer in layers:
+        assert {"firing_rate", "inputs", "fan_out", "macs", "sops"} <= set(layer)
+        if layer["input"] == "spikes":
+            assert layer["sops"] == pytest.approx(layer["firing_rate"] * layer["inputs"] * layer["fan_out"])
+    assert report["neuron_updates"] == report["reports"][spiking]["neuron_updates"] > 0
+    real = [layer["name"] for layer in layers if layer["input"] == "real" and layer["kind"] != "matmul"]
+    if layout == "spike_driven":
+        assert real == ["stages.0.embed.module.0"]  # only the encoding multiplies
+    else:
+        assert len(real) > 10
     assert all(len(rates) == 4 for rates in report["firing_rates"].values())  # T = 4 per neuron layer
     assert "| MONAI UNet |" in md.read_text()
 

@@ -214,6 +214,10 @@ def trained_model(ckpt_dir: str | None, output_root: str, config: str = "train.j
     )
 
 
+def _few(keys: list[str], count: int = 8) -> str:
+    return str(keys) if len(keys) <= count else f"{keys[:count]} and {len(keys) - count} more"
+
+
 def load_weights(network: torch.nn.Module, path: str, key: str = "model") -> torch.nn.Module:
     """Load a checkpoint into ``network`` strictly and return the network.
 
@@ -233,9 +237,17 @@ def load_weights(network: torch.nn.Module, path: str, key: str = "model") -> tor
     unexpected = sorted(set(state) - set(own))
     shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or shapes:
+        layouts = ["spike_driven" if any(".term_norms." in k for k in keys) else "published" for keys in (state, own)]
+        hint = (
+            f" The checkpoint is of the {layouts[0]} layout and the network of the {layouts[1]} one: set --layout "
+            f"{layouts[0]} (the layout it was trained with)."
+            if layouts[0] != layouts[1]
+            else ""
+        )
         raise KeyError(
-            f"checkpoint {path} does not match the network: missing keys {missing}, unexpected keys {unexpected}, "
-            f"shape mismatches {shapes}. Was it written for another configuration (spiking, embed_dims, channels)?"
+            f"checkpoint {path} does not match the network:{hint} Missing keys {_few(missing)}, unexpected keys "
+            f"{_few(unexpected)}, shape mismatches {_few(shapes)}. Was it written for another configuration (layout, "
+            "spiking, embed_dims, channels)?"
         )
     network.load_state_dict(state)
     logger.info("loaded %s", path)

@@ -56,6 +56,10 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("student_from_teacher", "both", overrides={"workflow#init_from_teacher": True},
                   rows={"student": "student_from_teacher"},
                   description="the spiking student started from its trained ANN teacher's weights, then aligned to it"),
+        ModelSpec("student_spike_driven", "both", overrides={"layout": "spike_driven"},
+                  rows={"student": "student_spike_driven", "teacher": "teacher_spike_driven"},
+                  description="MedSpikeFormer in the spike-driven layout (every convolution but the first reads "
+                              "spikes), aligned to its ANN twin of the same layout (also scored)"),
         ModelSpec("student_ssa", "student", overrides={"lambda_align": 0.0, "network_def#attention": "ssa"},
                   rows={"student": "student_ssa"},
                   description="ablation: spiking self-attention over activated neurons only (no teacher)"),

@@ -1,16 +1,18 @@
-"""Firing rates, operations and energy per image of a bundle's network, against its ANN twin and MONAI U-Nets.
+"""Firing rates, operations and energy per image of a bundle's network, against its ANN twin and MONAI networks.
 
 Usage::
 
     python -m monai_medspike.energy --bundle bundles/covid [--checkpoint <student model.pt>] [--images 4]
-        [--image_size 256 256] [--json energy.json] [--markdown energy.md] [--e_mac 4.6e-12] [--e_ac 0.9e-12]
+        [--image_size 256 256] [--layout spike_driven] [--json energy.json] [--markdown energy.md]
+        [--e_mac 4.6e-12] [--e_ac 0.9e-12]
 
 The images are the first ``--images`` of the bundle's validation split (its demo data unless ``--dataset_dir`` or
 ``--datalist`` say otherwise; CT volumes give evenly spaced axial slices), at the bundle's ``image_size`` unless
 ``--image_size`` is given. Without ``--checkpoint`` the latest trained student of the bundle's output folder is
 used; with none there, the untrained network with batch-norm statistics estimated on the images (the rates are
-then not those of a trained model, and the output says so). MONAI's ``BasicUNet`` and ``UNet`` (MACs only) are
-counted on the same images.
+then not those of a trained model, and the output says so). MONAI's ``BasicUNet``, ``UNet`` and ``SegResNet``
+(MACs only) are counted on the same images. ``--json`` carries every layer's input firing rate, input elements,
+fan-out, MACs and SOPs, and the neuron updates, for checking the counts by hand.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher_checkpoint", help="ANN-twin model.pt; default: the bundle's latest trained teacher")
     p.add_argument("--images", type=int, default=4, help="number of validation images (default 4)")
     p.add_argument("--image_size", type=int, nargs=2, metavar=("H", "W"), help="default: the bundle's image_size")
+    p.add_argument("--layout", choices=("published", "spike_driven"), help="default: the bundle's layout")
     p.add_argument("--dataset_dir", help="release folder to draw the images from (default: the demo data)")
     p.add_argument("--datalist", help="datalist to draw the images from")
     p.add_argument("--output_root", help="the bundle's output folder (default: <bundle>/outputs)")
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        from monai.networks.nets import BasicUNet, UNet
+        from monai.networks.nets import BasicUNet, SegResNet, UNet
 
         from monai_medspike.bundle import find_checkpoint
         from monai_medspike.metrics import FiringRateMonitor
@@ -77,11 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     channels_in, channels_out = images.shape[1], int(parser.get_parsed_content("out_channels"))
     time_steps = int(parser.get_parsed_content("time_steps"))
+    layout = parser.get_parsed_content("layout")
     networks = {
-        f"MedSpikeFormer (spiking, T={time_steps})": student,
-        "MedSpikeFormer ANN twin (T=1)": teacher,
+        f"MedSpikeFormer {layout} (spiking, T={time_steps})": student,
+        f"MedSpikeFormer {layout} ANN twin (T=1)": teacher,
         "MONAI BasicUNet": BasicUNet(spatial_dims=2, in_channels=channels_in, out_channels=channels_out),
         "MONAI UNet": UNet(2, channels_in, channels_out, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2),
+        "MONAI SegResNet": SegResNet(spatial_dims=2, in_channels=channels_in, out_channels=channels_out, init_filters=16),
     }
     with FiringRateMonitor(student) as monitor:
         reports = compare_networks(networks, images, args.e_mac, args.e_ac)
@@ -92,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     info = {
         "bundle": str(bundle),
         "dataset": parser.get_parsed_content("dataset"),
+        "layout": layout,
         "images": int(images.shape[0]),
         "image_size": list(images.shape[2:]),
         "checkpoint": student_ckpt,
@@ -100,11 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         "e_ac": args.e_ac,
         "firing_rate": spikes / steps if steps else 0.0,
         "spike_input_rate": spike_input_rate(reports[spiking]),
+        "neuron_updates": reports[spiking].neuron_updates,
     }
     print(f"{spiking}: per-layer operations per image (largest energy first)")
     print(reports[spiking].table(top=args.top or None))
-    print(f"\nneurons fired {info['firing_rate']:.4f} of the time; spike inputs of the counted layers: "
-          f"{info['spike_input_rate']:.4f}; student weights: {student_ckpt}")  # fmt: skip
+    print(f"\nneurons fired {info['firing_rate']:.4f} of the time ({info['neuron_updates'] / 1e6:.1f} M neuron updates "
+          f"per image, not in the energy); spike inputs of the counted layers: {info['spike_input_rate']:.4f}; "
+          f"student weights: {student_ckpt}")  # fmt: skip
     print(f"\n{'network':<36} {'MACs':>12} {'SOPs':>12} {'energy (mJ)':>12} {'ratio':>7}")
     for row in rows:
         print(

@@ -40,6 +40,8 @@ def bundle_config(bundle: Path, args: argparse.Namespace) -> Any:
             parser[key] = str(Path(getattr(args, key)).resolve())
     if args.image_size:
         parser["image_size"] = list(args.image_size)
+    if getattr(args, "layout", None):
+        parser["layout"] = args.layout
     return parser
 
 

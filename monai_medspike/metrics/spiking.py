@@ -13,8 +13,9 @@ Operation counting (per image, all time steps together):
   the fused form's outer products of spike counts, and every product of real values (ANN twin), are MACs.
 - ``energy = e_mac x MACs + e_ac x SOPs`` with the 45 nm figures 4.6 pJ and 0.9 pJ (Horowitz 2014) unless given.
 
-Batch norm, additions and neuron updates are not counted (as in the energy figures of the spiking transformer
-literature).
+Batch norm, additions and neuron updates are not counted in the energy (as in the energy figures of the spiking
+transformer literature); the neuron updates (neuron-steps) are reported beside it. Each layer row also carries its
+input elements and average fan-out, so that ``SOPs = firing rate x inputs x fan-out`` can be checked by hand.
 """
 
 from __future__ import annotations
@@ -151,6 +152,8 @@ class LayerOperations:
     macs: float  # dense multiply-accumulates (all time steps)
     sops: float  # synaptic (accumulate-only) operations
     energy: float  # joules
+    inputs: float = 0.0  # input elements (all time steps): sops = firing_rate x inputs x fan_out
+    fan_out: float = 0.0  # operations per input element, on average (macs / inputs)
 
 
 @dataclass
@@ -161,6 +164,7 @@ class OperationReport:
     images: int = 0
     e_mac: float = E_MAC
     e_ac: float = E_AC
+    neuron_updates: float = 0.0  # neuron-steps (membrane updates), not counted in ``energy``
 
     @property
     def macs(self) -> float:
@@ -190,6 +194,7 @@ class OperationReport:
             "macs": self.macs,
             "sops": self.sops,
             "energy_j": self.energy,
+            "neuron_updates": self.neuron_updates,
             "layers": [asdict(layer) for layer in self.layers],
         }
 
@@ -237,8 +242,9 @@ _COUNTED = (nn.modules.conv._ConvNd, nn.Linear)
 
 def _attention_products(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, terms: Sequence[str], method: str
-) -> list[tuple[str, str, float, float | None, float]]:
-    """``(product, input kind, MACs, rate, SOPs)`` of the matrix products of AND-SA on ``(..., d, N)`` operands."""
+) -> list[tuple[str, str, float, float | None, float, float]]:
+    """``(product, input kind, MACs, rate, SOPs, input elements)`` of the matrix products of AND-SA on
+    ``(..., d, N)`` operands; the input is the spike operand whose spikes select the accumulates."""
     *lead, d, n = q.shape
     heads = float(math.prod(lead))
     spikes = {"q": is_spike_tensor(q), "k": is_spike_tensor(k), "v": is_spike_tensor(v)}
@@ -249,16 +255,16 @@ def _attention_products(
         macs = heads * d * d * n
         if is_spikes:  # accumulate the key spikes selected by each query spike
             query_rate = float(qx.float().mean())
-            products.append((name, "spikes", macs, query_rate, query_rate * macs))
+            products.append((name, "spikes", macs, query_rate, query_rate * macs, heads * d * n))
         else:
-            products.append((name, "real", macs, None, 0.0))
+            products.append((name, "real", macs, None, 0.0, heads * d * n))
 
     def times_v(name: str) -> None:
         macs = heads * d * d * n
         if spikes["v"]:
-            products.append((name, "spikes", macs, rate["v"], rate["v"] * macs))
+            products.append((name, "spikes", macs, rate["v"], rate["v"] * macs, heads * d * n))
         else:
-            products.append((name, "real", macs, None, 0.0))
+            products.append((name, "real", macs, None, 0.0, heads * d * n))
 
     both = spikes["q"] and spikes["k"]
     if method == "direct":
@@ -271,10 +277,10 @@ def _attention_products(
     if any(t in terms for t in ("ia", "ii")):  # w = (K 1)^T V: counts times spikes
         macs = heads * d * n
         products.append(("kv", "spikes" if spikes["v"] else "real", macs, rate["v"] if spikes["v"] else None,
-                         rate["v"] * macs if spikes["v"] else 0.0))  # fmt: skip
+                         rate["v"] * macs if spikes["v"] else 0.0, heads * d * n))  # fmt: skip
     if any(t in terms for t in ("ai", "ii")):  # outer products (Q 1) u and ((1 - Q) 1) u of real counts
         count = sum(t in terms for t in ("ai", "ii"))
-        products.append(("rank1", "real", count * heads * d * n, None, 0.0))
+        products.append(("rank1", "real", count * heads * d * n, None, 0.0, heads * (d + n)))
     return products
 
 
@@ -297,8 +303,9 @@ def count_operations(
     if images.ndim < 3:
         raise ValueError(f"images must be a batch (B, C, *spatial), got shape {tuple(images.shape)}.")
     batch = images.shape[0]
-    raw: list[tuple[str, str, str, float | None, float, float]] = []
+    raw: list[tuple[str, str, str, float | None, float, float, float]] = []
     names = {id(m): strip_wrappers(n) for n, m in network.named_modules()}
+    neuron_updates = [0.0]
 
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         x = inputs[0]
@@ -306,17 +313,21 @@ def count_operations(
         kind = type(module).__name__.lower()
         if is_spike_tensor(x):
             rate = float(x.float().mean())
-            raw.append((names[id(module)], kind, "spikes", rate, macs, rate * macs))
+            raw.append((names[id(module)], kind, "spikes", rate, macs, rate * macs, float(x.numel())))
         else:
-            raw.append((names[id(module)], kind, "real", None, macs, 0.0))
+            raw.append((names[id(module)], kind, "real", None, macs, 0.0, float(x.numel())))
 
     def attention_hook(module: AttentionProducts, inputs: tuple, output: object) -> None:
         q, k, v = inputs
-        for product, kind, macs, rate, sops in _attention_products(q, k, v, module.interactions, module.method):
-            raw.append((f"{names[id(module)]}.{product}", "matmul", kind, rate, macs, sops))
+        for product, kind, macs, rate, sops, n_in in _attention_products(q, k, v, module.interactions, module.method):
+            raw.append((f"{names[id(module)]}.{product}", "matmul", kind, rate, macs, sops, n_in))
+
+    def neuron_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        neuron_updates[0] += float(output.numel())
 
     hooks = [m.register_forward_hook(hook) for m in network.modules() if isinstance(m, _COUNTED)]
     hooks += [m.register_forward_hook(attention_hook) for m in network.modules() if isinstance(m, AttentionProducts)]
+    hooks += [m.register_forward_hook(neuron_hook) for m in network.modules() if is_neuron(m)]
     was_training = network.training
     network.eval()
     try:
@@ -325,9 +336,10 @@ def count_operations(
         for h in hooks:
             h.remove()
         network.train(was_training)
-    report = OperationReport(images=batch, e_mac=e_mac, e_ac=e_ac)
-    for name, kind, input_kind, rate, macs, sops in raw:
-        macs, sops = macs / batch, sops / batch
+    report = OperationReport(images=batch, e_mac=e_mac, e_ac=e_ac, neuron_updates=neuron_updates[0] / batch)
+    for name, kind, input_kind, rate, macs, sops, n_in in raw:
+        macs, sops, n_in = macs / batch, sops / batch, n_in / batch
         energy = e_ac * sops if input_kind == "spikes" else e_mac * macs
-        report.layers.append(LayerOperations(name, kind, input_kind, rate, macs, sops, energy))
+        fan_out = macs / n_in if n_in else 0.0
+        report.layers.append(LayerOperations(name, kind, input_kind, rate, macs, sops, energy, n_in, fan_out))
     return report

@@ -136,6 +136,7 @@ SETTINGS: dict[str, Callable[[Any], str | None]] = {
     "align_stages": _stages,
     "phase": _choice("teacher", "student", "both"),
     "classes": _choice("binary", "multiclass"),
+    "layout": _choice("published", "spike_driven"),
     "overwrite": _flag,
     "keep_freed_memory": _flag,
     "resize": _flag,

@@ -104,10 +104,10 @@ def write_weights(bundle: Path, overrides: dict | None = None, logit: float | No
     return path
 
 
-def segment(bundle: Path, image: Path) -> torch.Tensor:
+def segment(bundle: Path, image: Path, overrides: dict | None = None) -> torch.Tensor:
     """The bundle's own inference of ``image`` with ``models/model.pt``: ``preprocessing``, ``network_def``,
     ``inferer``, ``postprocessing`` of ``configs/inference.json`` (its writer left out); a channel-first label."""
-    parser = read_config(bundle)
+    parser = read_config(bundle, overrides=overrides)
     network = parser.get_parsed_content("network_def").eval()
     network.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
     data = parser.get_parsed_content("preprocessing")({"image": str(image)})

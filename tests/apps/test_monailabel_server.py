@@ -276,3 +276,21 @@ def test_multiclass_covid_app_carries_its_three_label_names(tmp_path):
     assert trainer.bundle.label_names == ("background", "ground-glass", "consolidation")
     assert trainer.overrides == {**overrides, "output_root": str(tmp_path / "runs" / "covid")}
     assert trainer.bundle_config.get_parsed_content("ckpt_dir") == str(bundles / "covid" / "models")
+
+
+def test_spike_driven_kvasir_app_serves_the_spike_driven_network(tmp_path):
+    """``--conf kvasir.layout spike_driven``: the app builds the spike-driven network its weights were trained for."""
+    from monai_medspike.apps.monailabel.app import MedSpikeApp
+
+    paths = make_studies(tmp_path, polyps=1)
+    bundles = export_bundles(tmp_path, ["kvasir"])
+    overrides = {"layout": "spike_driven", "image_size": [32, 32]}
+    write_weights(bundles / "kvasir", overrides)  # weights of the spike-driven network
+    conf = {"models": "kvasir", "bundles": str(bundles), "kvasir.layout": "spike_driven",
+            "kvasir.image_size": "[32, 32]", "skip_trainers": "true"}  # fmt: skip
+    app = MedSpikeApp(str(app_dir()), str(tmp_path / "studies"), conf)
+    result = app.infer({"model": "kvasir", "image": "polyp0", "device": "cpu"})
+    mask = Image.open(result["file"])
+    assert mask.size == Image.open(paths["polyp0"]).size
+    expected = np.asarray(segment(bundles / "kvasir", paths["polyp0"], overrides)).reshape(mask.size)
+    np.testing.assert_array_equal(np.asarray(mask), expected.T)

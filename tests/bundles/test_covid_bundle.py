@@ -47,7 +47,7 @@ def test_literal_command_trains_teacher_then_student(trained):
         assert {"model", "optimizer", "lr_scheduler"} <= set(last)
     load_weights(MedSpikeFormer(in_channels=1, spiking=True), str(student / "model.pt"))
     load_weights(MedSpikeFormer(in_channels=1, spiking=False), str(teacher / "model.pt"))
-    with pytest.raises(KeyError, match="missing keys"):  # a teacher checkpoint is not a student one
+    with pytest.raises(KeyError, match="Missing keys"):  # a teacher checkpoint is not a student one
         load_weights(MedSpikeFormer(in_channels=1, embed_dims=(16, 32, 64, 128)), str(student / "model.pt"))
     datalist = json.loads(next((trained / "demo_data").glob("*.json")).read_text())
     assert datalist["name"] == "covid_ct" and datalist["validation"] and datalist["test"]

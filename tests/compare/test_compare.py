@@ -187,11 +187,17 @@ def test_every_model_is_built_from_the_bundle_and_maps_an_image_to_its_mask(name
 
     spec = MODELS[name]
     parser = bundle_parser(REPO / "bundles" / "kvasir", {"image_size": [64, 64], **spec.overrides})
-    (phase,) = spec.rows
-    network = parser.get_parsed_content("network_def" if phase == "student" else "teacher_def").eval()
-    with torch.no_grad():
-        out = network(torch.rand(1, 3, 64, 64))
-    assert tuple(torch.as_tensor(out).shape) == (1, 1, 64, 64)
+    networks = {}
+    for phase in spec.rows:
+        network = parser.get_parsed_content("network_def" if phase == "student" else "teacher_def").eval()
+        with torch.no_grad():
+            out = network(torch.rand(1, 3, 64, 64))
+        assert tuple(torch.as_tensor(out).shape) == (1, 1, 64, 64)
+        networks[phase] = network
+    network = networks.get("student", network)
+    if name == "student_spike_driven":
+        assert spec.phase == "both" and network.spiking and network.layout == "spike_driven"
+        assert not networks["teacher"].spiking and networks["teacher"].layout == "spike_driven"
     if name == "student_ssa":
         assert network.spiking and network._arguments["attention"] == "ssa"
     if name == "student_aa":

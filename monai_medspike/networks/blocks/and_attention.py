@@ -211,6 +211,11 @@ class AllNeuronSelfAttention(nn.Module):
     goes through its own :class:`DSConv`; the terms are fused as ``concat[O_AA + O_II, O_AI + O_IA]``, then
     ``y = MLP(fused) + V``, ``y = BN(y)``, ``out = MLP(y) + y``.
 
+    With ``spike_driven`` every convolution reads spikes: one neuron before the Q/K/V projections (shared by the
+    three), batch norm and a neuron before each term's DSConv (the terms are real-valued products), and the DSConvs
+    and MLPs with their own leading neurons (see :class:`DSConv`, :class:`SpikingMLP`). The four terms and their
+    fusion are unchanged.
+
     Ablations are arguments: a subset of ``interactions`` drops terms (a fusion group whose terms are all absent is
     dropped, so the fusion MLP sees ``C`` per remaining group); ``spiking=False`` gives the ANN twin (sigmoid
     Q/K/V, GELU elsewhere).
@@ -225,6 +230,7 @@ class AllNeuronSelfAttention(nn.Module):
         faithful_layout: reproduce the public code's reshape of the attention output (permute then view, which
             mixes channels and pixels). False (default) keeps every channel at its own pixel.
         method: ``"fused"`` (one ``QK^T`` and one product with ``V``) or ``"direct"``; both give the same values.
+        spike_driven: the spike-driven layout (every convolution reads spikes).
 
     Shapes:
         ``(T, B, C, H, W) -> (T, B, C, H, W)``.
@@ -240,6 +246,7 @@ class AllNeuronSelfAttention(nn.Module):
         kernel_size: int = 3,
         faithful_layout: bool = False,
         method: str = "fused",
+        spike_driven: bool = False,
     ) -> None:
         super().__init__()
         if num_heads < 1 or channels % num_heads != 0:
@@ -258,17 +265,26 @@ class AllNeuronSelfAttention(nn.Module):
                 ConvBN(channels, channels, kernel_size, groups=channels), get_activation(neuron, spiking, "sigmoid")
             )
 
+        # spike-driven: the input's spikes, shared by the three projections, and the terms normalised into neurons
+        self.input_neuron = get_activation(neuron, spiking, "gelu") if spike_driven else nn.Identity()
         self.to_q, self.to_k, self.to_v = projection(), projection(), projection()
         self.attention = AttentionProducts(self.interactions, self.scale, method)
-        self.term_convs = nn.ModuleDict({t: DSConv(channels, kernel_size, neuron, spiking) for t in self.interactions})
+        self.term_norms = (
+            nn.ModuleDict({t: TimeDistributed(nn.BatchNorm2d(channels)) for t in self.interactions})
+            if spike_driven
+            else None
+        )
+        self.term_convs = nn.ModuleDict(
+            {t: DSConv(channels, kernel_size, neuron, spiking, spike_driven) for t in self.interactions}
+        )
         self.groups = tuple(
             tuple(t for t in group if t in self.interactions)
             for group in _FUSION_GROUPS
             if any(t in self.interactions for t in group)
         )
-        self.fuse = SpikingMLP(channels * len(self.groups), channels, kernel_size, neuron, spiking)
+        self.fuse = SpikingMLP(channels * len(self.groups), channels, kernel_size, neuron, spiking, spike_driven)
         self.norm = TimeDistributed(nn.BatchNorm2d(channels))
-        self.mlp = SpikingMLP(channels, channels, kernel_size, neuron, spiking)
+        self.mlp = SpikingMLP(channels, channels, kernel_size, neuron, spiking, spike_driven)
 
     def _merge_heads(self, o: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         # o: (T*B, heads, d, N) -> (T, B, C, H, W)
@@ -276,13 +292,19 @@ class AllNeuronSelfAttention(nn.Module):
             o = o.transpose(-2, -1).contiguous()
         return o.reshape(shape)
 
+    def _term(self, name: str, o: torch.Tensor) -> torch.Tensor:
+        if self.term_norms is not None:
+            o = self.term_norms[name](o)
+        return self.term_convs[name](o)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
+        s = self.input_neuron(x)
+        q, k, v = self.to_q(s), self.to_k(s), self.to_v(s)
         shape = v.shape
         t, b, c, h, w = shape
         heads = (t * b, self.num_heads, c // self.num_heads, h * w)
         terms = self.attention(q.reshape(heads), k.reshape(heads), v.reshape(heads))
-        outs = {name: self.term_convs[name](self._merge_heads(o, shape)) for name, o in terms.items()}
+        outs = {name: self._term(name, self._merge_heads(o, shape)) for name, o in terms.items()}
         fused = torch.cat([_add(*(outs[name] for name in group)) for group in self.groups], dim=2)
         y = self.norm(self.fuse(fused) + v)
         return self.mlp(y) + y

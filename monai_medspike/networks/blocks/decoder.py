@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from monai_medspike.networks.blocks.convolutions import DSConv, conv_bn
+from monai_medspike.networks.blocks.convolutions import DSConv, conv_bn, neuron_before
 from monai_medspike.networks.layers import DEFAULT_NEURON, TimeDistributed
 
 __all__ = ["DecoderBlock", "ResidualDSConv"]
@@ -16,6 +16,9 @@ __all__ = ["DecoderBlock", "ResidualDSConv"]
 
 class ResidualDSConv(nn.Module):
     """Two residual spiking :class:`DSConv` layers, each followed by BN: ``x = BN(DSConv(x) + x)``, twice.
+
+    ``spike_driven`` puts a neuron before each DSConv (a membrane shortcut: the residual sum stays real, the
+    convolutions read spikes).
 
     Shapes:
         ``(T, B, C, H, W) -> (T, B, C, H, W)``.
@@ -27,11 +30,12 @@ class ResidualDSConv(nn.Module):
         kernel_size: int = 3,
         neuron: str | tuple[str, Mapping[str, Any]] = DEFAULT_NEURON,
         spiking: bool = True,
+        spike_driven: bool = False,
     ) -> None:
         super().__init__()
-        self.conv1 = DSConv(channels, kernel_size, neuron, spiking)
+        self.conv1 = DSConv(channels, kernel_size, neuron, spiking, spike_driven)
         self.norm1 = TimeDistributed(nn.BatchNorm2d(channels))
-        self.conv2 = DSConv(channels, kernel_size, neuron, spiking)
+        self.conv2 = DSConv(channels, kernel_size, neuron, spiking, spike_driven)
         self.norm2 = TimeDistributed(nn.BatchNorm2d(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -43,7 +47,8 @@ class DecoderBlock(nn.Module):
     """``x = BN(ResidualDSConv(x) + x)``, then bilinear x2 upsampling and a 3x3 conv + BN to ``out_channels``.
 
     The encoder skip is ADDED to the output by the network (not concatenated), so ``out_channels`` must equal the
-    skip's channels.
+    skip's channels. With ``spike_driven`` the upsampling reads spikes: neuron, nearest-neighbour x2 upsampling
+    (which keeps them 0/1), then the 3x3 conv + BN.
 
     Shapes:
         ``(T, B, C_in, H, W) -> (T, B, C_out, 2H, 2W)``.
@@ -56,16 +61,21 @@ class DecoderBlock(nn.Module):
         kernel_size: int = 3,
         neuron: str | tuple[str, Mapping[str, Any]] = DEFAULT_NEURON,
         spiking: bool = True,
+        spike_driven: bool = False,
     ) -> None:
         super().__init__()
-        self.refine = ResidualDSConv(in_channels, kernel_size, neuron, spiking)
+        self.refine = ResidualDSConv(in_channels, kernel_size, neuron, spiking, spike_driven)
         self.norm = TimeDistributed(nn.BatchNorm2d(in_channels))
-        self.upsample = TimeDistributed(
-            nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
-                *conv_bn(in_channels, out_channels, kernel_size),
+        if spike_driven:
+            upsample = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), *conv_bn(in_channels, out_channels, kernel_size))
+            self.upsample = neuron_before(TimeDistributed(upsample), neuron, spiking)
+        else:
+            self.upsample = TimeDistributed(
+                nn.Sequential(
+                    nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
+                    *conv_bn(in_channels, out_channels, kernel_size),
+                )
             )
-        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.upsample(self.norm(self.refine(x) + x))

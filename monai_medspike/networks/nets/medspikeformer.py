@@ -21,9 +21,15 @@ from monai_medspike.networks.blocks import (
 )
 from monai_medspike.networks.layers import DEFAULT_NEURON, LIFNode, encode_direct, get_neuron_layer
 
-__all__ = ["MedSpikeFormer"]
+__all__ = ["LAYOUTS", "SPIKE_DRIVEN_NEURON", "MedSpikeFormer"]
 
 ATTENTIONS = ("and", "ssa")
+LAYOUTS = ("published", "spike_driven")
+SPIKE_DRIVEN_NEURON: tuple[str, dict[str, Any]] = ("lif", {"v_threshold": 0.5, "v_reset": None})
+"""The default neuron of the spike-driven layout: LIF (tau 2) with threshold 0.5 and a soft reset (subtraction).
+
+With the published neuron (threshold 1, hard reset) the spike-driven student hardly trains: few inputs reach the
+threshold, and the surrogate gradients through the chain of neurons vanish (measured in ``docs/energy.md``)."""
 
 
 def _positive_int(value: Any, argument: str) -> int:
@@ -39,7 +45,15 @@ class MedSpikeFormer(nn.Module):
     inside the network. Each encoder stage is a stride-1 patch embedding, an all-neuron self-attention block
     (:class:`~monai_medspike.networks.blocks.AllNeuronSelfAttention`) and a 2x2 stride-2 downsampling. The decoder
     mirrors the stages (residual spiking DSConvs, bilinear x2 upsampling) and ADDS the encoder outputs as skips.
-    The head averages over time and returns logits.
+    The head averages over time and returns logits. The first embedding is computed once on the image and repeated
+    over the steps (the same values as embedding ``T`` identical copies, for ``1/T`` of the work).
+
+    ``layout="spike_driven"`` builds the same network with a neuron before every convolution that reads real values
+    in the published layout (membrane shortcuts: residual sums stay real, convolutions read spikes; nearest-neighbour
+    upsampling; heads that read spikes at every step and average the logits). Then every convolution except the first
+    embedding (the encoding layer, run once on the image) reads only 0/1, so it can run on accumulates only
+    (see ``docs/energy.md``). AND-SA keeps its four terms; its ANN twin is the same layout with GELUs (sigmoid Q/K/V)
+    in place of the neurons.
 
     ``forward`` resets every neuron first, so calls are independent: the same input gives the same output, and
     sliding-window inference or a server never depends on the caller resetting state. Its LIF neurons do not keep
@@ -62,7 +76,9 @@ class MedSpikeFormer(nn.Module):
         time_steps: simulation steps ``T`` of the spiking network. The ANN twin (``spiking=False``) has no state
             and sees the same image at every step, so it runs one step whatever this value is.
         neuron: neuron specification, e.g. ``"lif"`` or ``("lif", {"tau": 2.0})``, see
-            :func:`~monai_medspike.networks.layers.get_neuron_layer`.
+            :func:`~monai_medspike.networks.layers.get_neuron_layer`. None (default): the published LIF
+            (:data:`~monai_medspike.networks.layers.DEFAULT_NEURON`), or :data:`SPIKE_DRIVEN_NEURON` in the
+            spike-driven layout.
         interactions: AND-SA terms, a subset of ``("aa", "ii", "ai", "ia")`` (ablations).
         attention: ``"and"`` (all-neuron attention) or ``"ssa"`` (conventional spiking self-attention over the
             activated neurons only, i.e. ``interactions=("aa",)``).
@@ -71,6 +87,8 @@ class MedSpikeFormer(nn.Module):
         kernel_size: kernel of the embeddings, depthwise convolutions and heads (odd).
         attention_method: ``"fused"`` (one ``QK^T``, one product with ``V``) or ``"direct"`` (four of each);
             numerically equivalent.
+        layout: ``"published"`` (the paper's network) or ``"spike_driven"`` (every convolution but the first reads
+            spikes).
 
     Raises:
         ValueError: on any invalid argument, naming it.
@@ -90,13 +108,14 @@ class MedSpikeFormer(nn.Module):
         embed_dims: Sequence[int] = (32, 64, 128, 256),
         num_heads: int = 4,
         time_steps: int = 4,
-        neuron: str | tuple[str, Mapping[str, Any]] = DEFAULT_NEURON,
+        neuron: str | tuple[str, Mapping[str, Any]] | None = None,
         interactions: Sequence[str] = INTERACTIONS,
         attention: str = "and",
         spiking: bool = True,
         faithful_layout: bool = False,
         kernel_size: int = 3,
         attention_method: str = "fused",
+        layout: str = "published",
     ) -> None:
         super().__init__()
         self._arguments = {
@@ -104,6 +123,7 @@ class MedSpikeFormer(nn.Module):
             "embed_dims": embed_dims, "num_heads": num_heads, "time_steps": time_steps, "neuron": neuron,
             "interactions": interactions, "attention": attention, "spiking": spiking,
             "faithful_layout": faithful_layout, "kernel_size": kernel_size, "attention_method": attention_method,
+            "layout": layout,
         }  # fmt: skip
         if spatial_dims != 2:
             raise ValueError(
@@ -134,6 +154,10 @@ class MedSpikeFormer(nn.Module):
             raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}.")
         if attention_method not in ("fused", "direct"):
             raise ValueError(f"attention_method must be 'fused' or 'direct', got {attention_method!r}.")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
+        if neuron is None:
+            neuron = SPIKE_DRIVEN_NEURON if layout == "spike_driven" else DEFAULT_NEURON
         if spiking:
             get_neuron_layer(neuron)  # validate the specification once, with its error message
 
@@ -141,6 +165,8 @@ class MedSpikeFormer(nn.Module):
         self.spiking = bool(spiking)
         self.time_steps = time_steps if self.spiking else 1
         self.interactions = interactions
+        self.layout = layout
+        spike_driven = layout == "spike_driven"
         self.size_divisor = 2 ** len(embed_dims)
 
         widths = (in_channels, *embed_dims)
@@ -156,16 +182,18 @@ class MedSpikeFormer(nn.Module):
                 kernel_size=kernel_size,
                 faithful_layout=faithful_layout,
                 method=attention_method,
+                spike_driven=spike_driven,
+                encodes_image=i == 0,
             )
             for i in range(len(embed_dims))
         )
         # decoder i maps the skip width of stage S-1-i to that of stage S-2-i; the last keeps embed_dims[0]
         dec_out = (*embed_dims[:-1][::-1], embed_dims[0])
         self.decoders = nn.ModuleList(
-            DecoderBlock(c_in, c_out, kernel_size, neuron, self.spiking)
+            DecoderBlock(c_in, c_out, kernel_size, neuron, self.spiking, spike_driven)
             for c_in, c_out in zip(embed_dims[::-1], dec_out, strict=True)
         )
-        self.head = SegmentationHead(embed_dims[0], out_channels, kernel_size)
+        self.head = SegmentationHead(embed_dims[0], out_channels, kernel_size, neuron, self.spiking, spike_driven)
         for module in self.modules():
             if isinstance(module, LIFNode):
                 module.store_v = False  # every forward starts from rest: the last membranes are never read
@@ -198,11 +226,11 @@ class MedSpikeFormer(nn.Module):
         self._check_input(x)
         if self.spiking:
             sj_functional.reset_net(self)
-        h = encode_direct(x, self.time_steps)
+        h = encode_direct(x, 1)  # the first embedding runs once, then repeats over the T steps
         skips: list[torch.Tensor] = []
         sides: list[torch.Tensor] = []
-        for stage in self.stages:
-            h, side = stage(h, with_side_outputs)
+        for i, stage in enumerate(self.stages):
+            h, side = stage(h, with_side_outputs, self.time_steps if i == 0 else None)
             skips.append(h)
             if side is not None:
                 sides.append(side)

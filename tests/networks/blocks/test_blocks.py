@@ -50,10 +50,28 @@ def test_encode_direct_repeats_without_copy():
         (DecoderBlock(16, 8), 16, (T, B, 8, 16, 24)),
         (SegmentationHead(8, 3), 8, (B, 3, 8, 12)),
         (SideMaskHead(8, 2), 8, (B, 2, 8, 12)),
+        (DSConv(8, spike_driven=True), 8, (T, B, 8, 8, 12)),
+        (SpikingMLP(16, 8, spike_driven=True), 16, (T, B, 8, 8, 12)),
+        (ResidualDSConv(8, spike_driven=True), 8, (T, B, 8, 8, 12)),
+        (DecoderBlock(16, 8, spike_driven=True), 16, (T, B, 8, 16, 24)),
+        (SegmentationHead(8, 3, spike_driven=True), 8, (B, 3, 8, 12)),
+        (SideMaskHead(8, 2, spike_driven=True), 8, (B, 2, 8, 12)),
+        (EncoderStage(8, 16, 1, num_heads=2, spike_driven=True), 8, (T, B, 16, 4, 6)),
     ],
 )
 def test_block_shapes(block, c_in, out_shape):
-    assert block(torch.randn(T, B, c_in, 8, 12)).shape == out_shape
+    out = block(torch.randn(T, B, c_in, 8, 12))
+    assert (out[0] if isinstance(out, tuple) else out).shape == out_shape
+
+
+def test_spike_driven_blocks_start_with_a_neuron_and_keep_the_published_names_otherwise():
+    published, driven = SpikingMLP(8, 8), SpikingMLP(8, 8, spike_driven=True)
+    assert sum(is_neuron(m) for m in driven.modules()) == 3 and sum(is_neuron(m) for m in published.modules()) == 1
+    assert "expand.module.0.weight" in published.state_dict()  # checkpoints of the published layout still load
+    spikes = []
+    driven.expand[0][1].register_forward_hook(lambda m, i, o: spikes.append(i[0]))
+    driven(torch.randn(T, B, 8, 4, 4) * 3)
+    assert set(spikes[0].unique().tolist()) <= {0.0, 1.0}
 
 
 def test_heads_average_over_time():
