@@ -12,7 +12,9 @@ from monai_medspike.energy.__main__ import main
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name, layout", [("isic2018", "published"), ("covid", "published"), ("kvasir", "spike_driven")])
+@pytest.mark.parametrize(
+    "name, layout", [("isic2018", "published"), ("covid", "published"), ("kvasir", "spike_driven")]
+)
 def test_energy_report_of_a_bundle(name, layout, tmp_path, capsys):
     out = tmp_path / "energy.json"
     md = tmp_path / "energy.md"

@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         f"MedSpikeFormer {layout} ANN twin (T=1)": teacher,
         "MONAI BasicUNet": BasicUNet(spatial_dims=2, in_channels=channels_in, out_channels=channels_out),
         "MONAI UNet": UNet(2, channels_in, channels_out, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2),
-        "MONAI SegResNet": SegResNet(spatial_dims=2, in_channels=channels_in, out_channels=channels_out, init_filters=16),
+        "MONAI SegResNet": SegResNet(
+            spatial_dims=2, in_channels=channels_in, out_channels=channels_out, init_filters=16
+        ),
     }
     with FiringRateMonitor(student) as monitor:
         reports = compare_networks(networks, images, args.e_mac, args.e_ac)

@@ -67,7 +67,9 @@ class DecoderBlock(nn.Module):
         self.refine = ResidualDSConv(in_channels, kernel_size, neuron, spiking, spike_driven)
         self.norm = TimeDistributed(nn.BatchNorm2d(in_channels))
         if spike_driven:
-            upsample = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), *conv_bn(in_channels, out_channels, kernel_size))
+            upsample = nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="nearest"), *conv_bn(in_channels, out_channels, kernel_size)
+            )
             self.upsample = neuron_before(TimeDistributed(upsample), neuron, spiking)
         else:
             self.upsample = TimeDistributed(

@@ -83,6 +83,9 @@ class SideMaskHead(_Head):
         spiking: bool = True,
         spike_driven: bool = False,
     ) -> None:
-        units = [conv_bn(in_channels, in_channels, kernel_size, groups=in_channels), conv_bn(in_channels, in_channels, 1)]
+        units = [
+            conv_bn(in_channels, in_channels, kernel_size, groups=in_channels),
+            conv_bn(in_channels, in_channels, 1),
+        ]
         classifier = nn.Conv2d(in_channels, out_channels, kernel_size=1)
         super().__init__(units, classifier, neuron, spiking, spike_driven)

@@ -142,9 +142,13 @@ def test_gradients_reach_every_parameter_through_the_neurons():
 def test_default_neuron_of_the_layout_and_an_explicit_one():
     net = small_net(layout="spike_driven")
     lif = next(m for m in net.modules() if is_neuron(m))
-    assert (lif.v_threshold, lif.v_reset) == (0.5, None) == (
-        SPIKE_DRIVEN_NEURON[1]["v_threshold"],
-        SPIKE_DRIVEN_NEURON[1]["v_reset"],
+    assert (
+        (lif.v_threshold, lif.v_reset)
+        == (0.5, None)
+        == (
+            SPIKE_DRIVEN_NEURON[1]["v_threshold"],
+            SPIKE_DRIVEN_NEURON[1]["v_reset"],
+        )
     )
     published = next(m for m in small_net().modules() if is_neuron(m))
     assert (published.v_threshold, published.v_reset) == (1.0, 0.0)
