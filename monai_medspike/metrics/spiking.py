@@ -202,15 +202,18 @@ class OperationReport:
         """A plain-text table of the layers (``top`` largest by energy, else all) and the totals."""
         rows = sorted(self.layers, key=lambda r: -r.energy)[:top] if top else self.layers
         width = max([len(r.name) for r in rows] + [10])
-        lines = [f"{'layer':<{width}}  {'kind':<7} {'input':<6} {'rate':>6} {'MACs':>10} {'SOPs':>10} {'energy':>10}"]
+        lines = [
+            f"{'layer':<{width}}  {'kind':<7} {'input':<6} {'rate':>6} {'fan-out':>8} {'MACs':>10} {'SOPs':>10} "
+            f"{'energy':>10}"
+        ]
         for r in rows:
             rate = f"{r.firing_rate:.3f}" if r.firing_rate is not None else "-"
             lines.append(
-                f"{r.name:<{width}}  {r.kind:<7} {r.input:<6} {rate:>6} {_si(r.macs if r.input == 'real' else 0):>10} "
-                f"{_si(r.sops):>10} {_si(r.energy, 'J'):>10}"
+                f"{r.name:<{width}}  {r.kind:<7} {r.input:<6} {rate:>6} {r.fan_out:>8.3g} "
+                f"{_si(r.macs if r.input == 'real' else 0):>10} {_si(r.sops):>10} {_si(r.energy, 'J'):>10}"
             )
         lines.append(
-            f"{'total':<{width}}  {'':<7} {'':<6} {'':>6} {_si(self.macs):>10} {_si(self.sops):>10} "
+            f"{'total':<{width}}  {'':<7} {'':<6} {'':>6} {'':>8} {_si(self.macs):>10} {_si(self.sops):>10} "
             f"{_si(self.energy, 'J'):>10}"
         )
         return "\n".join(lines)

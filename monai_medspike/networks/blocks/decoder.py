@@ -47,8 +47,9 @@ class DecoderBlock(nn.Module):
     """``x = BN(ResidualDSConv(x) + x)``, then bilinear x2 upsampling and a 3x3 conv + BN to ``out_channels``.
 
     The encoder skip is ADDED to the output by the network (not concatenated), so ``out_channels`` must equal the
-    skip's channels. With ``spike_driven`` the upsampling reads spikes: neuron, nearest-neighbour x2 upsampling
-    (which keeps them 0/1), then the 3x3 conv + BN.
+    skip's channels. With ``spike_driven`` the upsampling reads spikes: a neuron, then a 2x2 stride-2 transposed
+    convolution + BN (learned upsampling that reads the spikes at the low resolution: a ninth of the operations of
+    upsampling the spikes and convolving them 3x3 at the high one).
 
     Shapes:
         ``(T, B, C_in, H, W) -> (T, B, C_out, 2H, 2W)``.
@@ -66,9 +67,9 @@ class DecoderBlock(nn.Module):
         super().__init__()
         self.refine = ResidualDSConv(in_channels, kernel_size, neuron, spiking, spike_driven)
         self.norm = TimeDistributed(nn.BatchNorm2d(in_channels))
-        if spike_driven:
+        if spike_driven:  # a 2x2 stride-2 transposed conv on spikes: each input spike reaches 4 x out_channels outputs
             upsample = nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="nearest"), *conv_bn(in_channels, out_channels, kernel_size)
+                nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2), nn.BatchNorm2d(out_channels)
             )
             self.upsample = neuron_before(TimeDistributed(upsample), neuron, spiking)
         else:

@@ -49,11 +49,11 @@ class MedSpikeFormer(nn.Module):
     over the steps (the same values as embedding ``T`` identical copies, for ``1/T`` of the work).
 
     ``layout="spike_driven"`` builds the same network with a neuron before every convolution that reads real values
-    in the published layout (membrane shortcuts: residual sums stay real, convolutions read spikes; nearest-neighbour
-    upsampling; heads that read spikes at every step and average the logits). Then every convolution except the first
-    embedding (the encoding layer, run once on the image) reads only 0/1, so it can run on accumulates only
-    (see ``docs/energy.md``). AND-SA keeps its four terms; its ANN twin is the same layout with GELUs (sigmoid Q/K/V)
-    in place of the neurons.
+    in the published layout (membrane shortcuts: residual sums stay real, convolutions read spikes; upsampling by a
+    transposed convolution; heads that read spikes at every step and average the logits). Then every convolution
+    except the first embedding (the encoding layer, run once on the image) reads only 0/1, so it can run on
+    accumulates only (see ``docs/energy.md``). AND-SA keeps its four terms; its ANN twin is the same layout with
+    GELUs (sigmoid Q/K/V) in place of the neurons.
 
     ``forward`` resets every neuron first, so calls are independent: the same input gives the same output, and
     sliding-window inference or a server never depends on the caller resetting state. Its LIF neurons do not keep
