@@ -6,6 +6,7 @@ python -m monai_medspike.bundle export covid my_covid_bundle
 python -m monai.bundle run training --config_file my_covid_bundle/configs/train.json
 python -m monai.bundle verify_metadata --meta_file my_covid_bundle/configs/metadata.json \
     --filepath "$(python -m monai_medspike.bundle schema)"
+python -m monai_medspike.bundle sync [--check]   # (developers) write the shared configs into the source bundles
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     export.add_argument("folder", help="the bundle folder to write (new or empty)")
     export.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     sub.add_parser("schema", help="the path of the bundle metadata schema (for verify_metadata --filepath)")
+    sync = sub.add_parser("sync", help="write monai_medspike/bundle/shared/*.json into the checkout's bundles")
+    sync.add_argument("--check", action="store_true", help="change nothing; exit 1 naming the files that differ")
+    sync.add_argument("--bundles", help="the folder holding the bundles (default: the checkout's bundles/)")
     args = parser.parse_args(argv)
+    if args.command == "sync":
+        return _sync(args.bundles, args.check)
     if args.command == "schema":
         print(META_SCHEMA)
         return 0
@@ -42,6 +48,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"wrote {folder}; train it with: python -m monai.bundle run training --config_file {folder}/configs/train.json"
     )
+    return 0
+
+
+def _sync(folder: str | None, check: bool) -> int:
+    from pathlib import Path
+
+    from monai_medspike.bundle.sync import sync_bundles
+
+    root = Path(folder) if folder else Path(__file__).resolve().parents[2] / "bundles"
+    bundles = sorted(p.parents[1] for p in root.glob("*/configs/train.json"))
+    if not bundles:
+        print(f"error: no bundles (*/configs/train.json) under {root}; pass --bundles <folder>", file=sys.stderr)
+        return 2
+    try:
+        changed = sync_bundles(bundles, write=not check)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for path in changed:
+        print(f"{'differs from the shared config' if check else 'rewrote'}: {path}")
+    if check and changed:
+        print("run: python -m monai_medspike.bundle sync", file=sys.stderr)
+        return 1
+    print(f"{len(bundles)} bundles {'match' if check else 'written from'} monai_medspike/bundle/shared")
     return 0
 
 

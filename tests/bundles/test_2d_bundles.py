@@ -15,6 +15,7 @@ import torch
 from monai.bundle import ConfigParser
 from PIL import Image
 
+import monai_medspike.bundle.sync as sync
 from monai_medspike.bundle import META_SCHEMA, load_weights
 from monai_medspike.networks.nets import MedSpikeFormer
 from tests.bundles.helpers import REPO, bundle, export, run_folder
@@ -122,11 +123,8 @@ def test_metadata_network_and_layout(name):
 
 
 # what a bundle may set for its dataset; everything else (the workflow's wiring, the settings' defaults, the
-# network) is the same in all five, and the workflow itself lives in monai_medspike.workflows
-DATASET_KEYS = {
-    "bundle_root", "dataset", "label_names", "in_channels", "out_channels", "resize", "demo_count", "batch_size",
-    "data_options", "transform_options", "slices_per_volume",
-}  # fmt: skip
+# network) is the same in all five, written once in monai_medspike/bundle/shared
+DATASET_KEYS = sync.DATASET_KEYS
 
 
 def test_the_five_bundles_differ_only_in_their_dataset_keys():
