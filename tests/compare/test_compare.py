@@ -215,19 +215,20 @@ def test_the_student_from_its_teacher_is_the_bundles_student_with_init_from_teac
     assert "init_from_teacher" not in bundle_parser(REPO / "bundles" / "kvasir")["workflow"]
 
 
-def test_every_comparison_command_in_docs_results_is_valid():
-    """The commands docs/results.md gives run as written: known options, models and bundle settings."""
+@pytest.mark.parametrize("page, count", [("results.md", 4), ("energy.md", 2)])
+def test_every_comparison_command_in_the_docs_is_valid(page, count):
+    """The commands docs/results.md and docs/energy.md give run as written: known options, models and settings."""
     import shlex
 
     from monai.bundle import ConfigParser
 
     from monai_medspike.compare.__main__ import _overrides, _parser
 
-    text = (REPO / "docs" / "results.md").read_text()
+    text = (REPO / "docs" / page).read_text()
     blocks = "\n".join(re.findall(r"```bash\n(.*?)```", text, flags=re.S)).replace("\\\n", " ")
     blocks = re.sub(r"<[^>]+>", "PLACEHOLDER", blocks)  # <Kvasir-SEG release>
     commands = [line.split()[3:] for line in blocks.splitlines() if line.startswith("python -m monai_medspike.compare")]
-    assert len(commands) >= 4
+    assert len(commands) >= count
     for argv in commands:
         args = _parser().parse_args(shlex.split(" ".join(argv)))
         jobs_for(args.models.split(","))
