@@ -239,8 +239,9 @@ def load_weights(network: torch.nn.Module, path: str, key: str = "model") -> tor
     if missing or unexpected or shapes:
         layouts = ["spike_driven" if any(".term_norms." in k for k in keys) else "published" for keys in (state, own)]
         hint = (
-            f" The checkpoint is of the {layouts[0]} layout and the network of the {layouts[1]} one: set --layout "
-            f"{layouts[0]} (the layout it was trained with)."
+            f" The checkpoint is of the {layouts[0]} layout and the network of the {layouts[1]} one: build the network "
+            f"with the layout it was trained with (bundle: --layout {layouts[0]}; MONAI Label: --conf "
+            f"<model>.layout {layouts[0]}; Python: MedSpikeFormer(..., layout='{layouts[0]}'))."
             if layouts[0] != layouts[1]
             else ""
         )

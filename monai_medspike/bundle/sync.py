@@ -31,14 +31,22 @@ DATASET_KEYS = frozenset(
 _SLOT = re.compile(r'^(?P<indent>\s*)"(?P<key>\w+)": "\{bundle(?P<optional>, optional)?\}"(?P<comma>,?)$')
 
 
-def _own_lines(text: str) -> dict[str, str]:
-    """``{key: its one line, without a trailing comma}`` for the top-level keys of a bundle config."""
+def _own_lines(text: str, source: Path) -> dict[str, str]:
+    """``{key: its one line, without a trailing comma}`` for the dataset keys of a bundle config.
+
+    Raises:
+        ValueError: a dataset key whose value is not one complete JSON value on its line.
+    """
     lines = {}
     for line in text.splitlines():
         match = re.match(r'^    "(\w+)": (.*?),?$', line)
         if match and match.group(1) in DATASET_KEYS:
-            value = match.group(2)
-            json.loads(value)  # one complete JSON value on the line
+            try:
+                json.loads(match.group(2))
+            except json.JSONDecodeError as e:
+                raise ValueError(
+                    f"{source}: the value of {match.group(1)!r} must be on one line for sync to carry it ({e})."
+                ) from None
             lines[match.group(1)] = line.rstrip(",")
     return lines
 
@@ -54,7 +62,11 @@ def render(config: str, bundle_text: str | None, source: Path) -> str:
         if any(_SLOT.match(line) for line in shared.splitlines()):
             raise ValueError(f"{source} does not exist; it needs the dataset keys of {SHARED / config}.")
         return shared
-    own = _own_lines(bundle_text)
+    own = _own_lines(bundle_text, source)
+    slots = {m["key"] for m in map(_SLOT.match, shared.splitlines()) if m}
+    unplaced = sorted(set(own) - slots)
+    if unplaced:
+        raise ValueError(f"{source} sets {unplaced}, which {SHARED / config} has no line for; add one there.")
     out = []
     for line in shared.splitlines():
         slot = _SLOT.match(line)

@@ -123,8 +123,12 @@ def test_metadata_network_and_layout(name):
 
 
 # what a bundle may set for its dataset; everything else (the workflow's wiring, the settings' defaults, the
-# network) is the same in all five, written once in monai_medspike/bundle/shared
-DATASET_KEYS = sync.DATASET_KEYS
+# network) is the same in all five, written once in monai_medspike/bundle/shared (and sync uses the same list)
+DATASET_KEYS = {
+    "bundle_root", "dataset", "label_names", "in_channels", "out_channels", "resize", "demo_count", "batch_size",
+    "data_options", "transform_options", "slices_per_volume",
+}  # fmt: skip
+assert DATASET_KEYS == sync.DATASET_KEYS
 
 
 def test_the_five_bundles_differ_only_in_their_dataset_keys():

@@ -64,3 +64,11 @@ def test_a_bundle_without_a_dataset_key_is_named_and_nothing_is_written(copies, 
     # the only optional dataset key: covid's slices_per_volume
     assert "slices_per_volume" not in (copies / "bundles" / "kvasir" / "configs" / "train.json").read_text()
     assert {p: p.read_text() for p in before} == before  # not even the bundles before it were rewritten
+
+
+def test_a_dataset_key_the_shared_config_has_no_line_for_is_named(copies, capsys):
+    train = copies / "shared" / "train.json"
+    train.write_text("".join(line for line in train.read_text().splitlines(True) if '"demo_count"' not in line))
+    assert main(["sync", "--bundles", str(copies / "bundles")]) == 2
+    err = capsys.readouterr().err
+    assert "['demo_count']" in err and "has no line for" in err

@@ -30,7 +30,7 @@ def test_spike_driven_bundle_trains_aligned_infers_and_exports(tmp_path):
     assert f"teacher loaded from {teacher_pt}" in log
     align = [float(v) for v in re.findall(r"train_align_loss: ([0-9.]+)", log)]
     assert align and all(v > 0 for v in align)
-    with pytest.raises(KeyError, match="spike_driven layout .* set --layout spike_driven"):
+    with pytest.raises(KeyError, match="spike_driven layout .* --layout spike_driven; MONAI Label: --conf"):
         load_weights(MedSpikeFormer(in_channels=3), str(student_pt))
 
     # standalone inference.json with the layout: masks back at the input size
@@ -47,7 +47,7 @@ def test_spike_driven_bundle_trains_aligned_infers_and_exports(tmp_path):
         "run", "inferring", "--config_file", str(configs / "inference.json"), "--output_root", str(out),
         "--ckpt_path", str(student_pt), "--infer_name", "wrong", "--image_size", "[32, 32]", check=False,
     )  # fmt: skip
-    assert wrong.returncode != 0 and "set --layout spike_driven" in wrong.stdout + wrong.stderr
+    assert wrong.returncode != 0 and "bundle: --layout spike_driven" in wrong.stdout + wrong.stderr
 
     # TorchScript export of the spike-driven network gives the eager outputs
     ts_file = tmp_path / "model.ts"

@@ -81,7 +81,7 @@ class EncoderStage(nn.Module):
         and repeated to ``time_steps`` steps."""
         y = self.embed(x)
         if time_steps is not None and y.shape[0] != time_steps:
-            y = y.expand((time_steps,) + tuple(y.shape[1:]))
+            y = y.expand((time_steps,) + tuple(y.shape[1:])).contiguous()  # neurons' fused kernel wants it
         y = self.attention(y)
         side = self.side_head(y) if with_side_output else None
         return self.downsample(y), side

@@ -72,13 +72,25 @@ def test_every_weight_layer_but_the_encoding_reads_only_spikes(trained, mode):
         recalibrate_batch_norm(net, [torch.rand(4, 1, 32, 32)], num_batches=1)  # population statistics
     net.train(mode == "train")
     seen = weight_layer_inputs(net, x, side_outputs=True)
-    counted = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
-    assert len(seen) >= len(counted)  # every convolution ran, the side heads' too
+    convolutions = {n for n, m in net.named_modules() if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)}
+    assert convolutions <= set(seen)  # every convolution ran, the side heads' and the transposed ones too
     real = sorted(name for name, inputs in seen.items() if not all(is_spike_tensor(t) for t in inputs))
     assert real == [ENCODING]
     # not trivially silent: most layers receive spikes, and no layer is flooded
     rates = [float(t.float().mean()) for name, ts in seen.items() if name != ENCODING for t in ts]
     assert sum(r > 0 for r in rates) > 0.8 * len(rates) and max(rates) < 0.9
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [{"interactions": ("aa", "ai")}, {"attention": "ssa"}, {"faithful_layout": True}, {"attention_method": "direct"}],
+)
+def test_ablations_of_the_spike_driven_layout_read_only_spikes_too(variant):
+    torch.manual_seed(2)
+    net = small_net(in_channels=1, layout="spike_driven", **variant)
+    seen = weight_layer_inputs(net, torch.rand(2, 1, 32, 32), side_outputs=True)
+    assert {n for n, m in net.named_modules() if isinstance(m, nn.modules.conv._ConvNd)} <= set(seen)
+    assert sorted(n for n, ts in seen.items() if not all(is_spike_tensor(t) for t in ts)) == [ENCODING]
 
 
 def test_the_published_layout_feeds_real_values_to_many_layers():
@@ -98,13 +110,24 @@ def test_the_encoding_runs_once_on_the_image_for_both_layouts():
         assert seen["stages.0.attention.to_q.0.module.0"][0].shape[0] == SMALL["time_steps"] * 3
 
 
-def test_encoding_once_gives_the_values_of_encoding_every_step():
-    net = small_net(in_channels=1, layout="spike_driven").eval()
+@pytest.mark.parametrize("layout", ["published", "spike_driven"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_encoding_once_gives_the_values_and_gradients_of_encoding_every_step(layout, mode):
+    """Against the previous form (the image repeated T times, then embedded at every step), in both modes."""
+    torch.manual_seed(3)
+    stage = small_net(in_channels=1, layout=layout).stages[0].train(mode == "train")
     x = torch.rand(2, 1, 32, 32)
-    stage = net.stages[0]
-    once, _ = stage(x[None], time_steps=SMALL["time_steps"])
-    every, _ = stage(x[None].expand(SMALL["time_steps"], *x.shape))
-    torch.testing.assert_close(once, every)
+    grads = []
+    outputs = []
+    for once in (True, False):
+        stage.zero_grad()
+        seq = x[None] if once else x[None].expand(SMALL["time_steps"], *x.shape)
+        out, _ = stage(seq, time_steps=SMALL["time_steps"] if once else None)
+        out.square().mean().backward()
+        outputs.append(out.detach())
+        grads.append(stage.embed.module[0].weight.grad.clone())
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize(
