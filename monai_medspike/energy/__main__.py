@@ -33,6 +33,7 @@ from monai_medspike.energy.report import (
     spike_input_rate,
 )
 from monai_medspike.metrics.spiking import E_AC, E_MAC
+from monai_medspike.networks.nets.medspikeformer import LAYOUTS
 
 __all__ = ["main"]
 
@@ -44,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher_checkpoint", help="ANN-twin model.pt; default: the bundle's latest trained teacher")
     p.add_argument("--images", type=int, default=4, help="number of validation images (default 4)")
     p.add_argument("--image_size", type=int, nargs=2, metavar=("H", "W"), help="default: the bundle's image_size")
-    p.add_argument("--layout", choices=("published", "spike_driven"), help="default: the bundle's layout")
+    p.add_argument("--layout", choices=LAYOUTS, help="default: the bundle's layout")
     p.add_argument("--dataset_dir", help="release folder to draw the images from (default: the demo data)")
     p.add_argument("--datalist", help="datalist to draw the images from")
     p.add_argument("--output_root", help="the bundle's output folder (default: <bundle>/outputs)")

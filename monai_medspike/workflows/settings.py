@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_medspike.bundle import check_flag
+from monai_medspike.networks.nets.medspikeformer import LAYOUTS
 
 __all__ = [
     "SETTINGS",
@@ -136,7 +137,7 @@ SETTINGS: dict[str, Callable[[Any], str | None]] = {
     "align_stages": _stages,
     "phase": _choice("teacher", "student", "both"),
     "classes": _choice("binary", "multiclass"),
-    "layout": _choice("published", "spike_driven"),
+    "layout": _choice(*LAYOUTS),
     "overwrite": _flag,
     "keep_freed_memory": _flag,
     "resize": _flag,
