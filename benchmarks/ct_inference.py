@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/ct_inference.py [--shape 512 512 64] [--image_size 256 256] [--repeats 3] [--device auto]
-        [--sw_batch_size N] [--keep_freed_memory] [--out benchmarks/results/ct_inference.json]
+        [--sw_batch_size N] [--keep_freed_memory] [--steps] [--checkpoint model.pt]
+        [--out benchmarks/results/ct_inference.json]
 
 A synthetic CT volume (HU, the given shape) is written as NIfTI to a temporary folder, read and preprocessed with
 the covid bundle's inference transforms (HU window, axial slices resized to ``image_size``), then segmented with
@@ -12,6 +13,13 @@ depend on them) and (b) MONAI ``BasicUNet`` with the same inferer. Reading and p
 separately; inference is interleaved and repeated, medians reported. ``--sw_batch_size`` replaces the bundle's
 choice of slices per batch; ``--keep_freed_memory`` calls :func:`monai_medspike.utils.keep_freed_memory` first
 (glibc keeps freed memory for reuse: no page faults of fresh allocations).
+
+``--steps`` adds the inference optimisations one by one, each a case of the same run against the plain network:
+batch norms folded into the convolutions (:func:`monai_medspike.networks.utils.fold_batch_norm`, what ``run
+inferring`` and the MONAI Label app do), channels-last weights and activations (``channels_last``), both, and
+both with 8 slices per batch (BasicUNet then also runs with 8). Every case reports how many voxels of its mask
+differ from the plain network's (threshold 0.5 on the sigmoid, or argmax); ``--checkpoint`` loads trained weights
+into the MedSpikeFormer cases.
 """
 
 from __future__ import annotations
@@ -29,7 +37,9 @@ from _bench import machine, median, pick_device, timed, write_json
 from monai.bundle import ConfigParser
 from monai.networks.nets import BasicUNet
 
+from monai_medspike.bundle import load_weights
 from monai_medspike.data import get_transforms
+from monai_medspike.networks.utils import fold_batch_norm
 from monai_medspike.utils import keep_freed_memory
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,29 +67,65 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         preprocess_s = time.perf_counter() - start
     volume = torch.as_tensor(image).unsqueeze(0).to(device)  # (1, 1, H, W, D)
     inferer = parser.get_parsed_content("inferer")
-    networks = {
-        "MedSpikeFormer (covid bundle)": parser.get_parsed_content("network_def").to(device).eval(),
-        "MONAI BasicUNet": BasicUNet(spatial_dims=2, in_channels=1, out_channels=1).to(device).eval(),
-    }
+    parser["sw_batch_size"] = 8
+    batched = parser.get_parsed_content("inferer", lazy=False)
 
-    def infer(net: torch.nn.Module):
-        def step() -> None:
+    def spiking(channels_last: bool = False, fold: bool = False) -> torch.nn.Module:
+        parser["channels_last"] = channels_last
+        torch.manual_seed(0)  # the same weights in every case
+        net = parser.get_parsed_content("network_def", lazy=False)
+        if args.checkpoint:
+            load_weights(net, args.checkpoint)
+        net = net.to(device).eval()
+        if fold:
+            fold_batch_norm(net)
+        return net
+
+    torch.manual_seed(0)
+    unet = BasicUNet(spatial_dims=2, in_channels=1, out_channels=1).to(device).eval()
+    reference = "MedSpikeFormer (covid bundle)"
+    cases = {reference: (spiking(), inferer), "MONAI BasicUNet": (unet, inferer)}
+    if args.steps:
+        cases["MedSpikeFormer, batch norms folded"] = (spiking(fold=True), inferer)
+        cases["MedSpikeFormer, channels-last"] = (spiking(channels_last=True), inferer)
+        cases["MedSpikeFormer, folded + channels-last"] = (spiking(channels_last=True, fold=True), inferer)
+        if batched.sw_batch_size != inferer.sw_batch_size:
+            cases["MedSpikeFormer, folded + channels-last, 8 slices per batch"] = (
+                spiking(channels_last=True, fold=True),
+                batched,
+            )
+            cases["MONAI BasicUNet, 8 slices per batch"] = (unet, batched)
+
+    def infer(net: torch.nn.Module, slice_inferer: Any):
+        def step() -> torch.Tensor:
             with torch.no_grad():
-                inferer(volume, net)
+                return slice_inferer(volume, net)
 
         return step
 
-    for net in networks.values():
-        infer(net)()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in networks}
+    masks = {}
+    for name, (net, slice_inferer) in cases.items():
+        out = infer(net, slice_inferer)()  # warm-up, and the mask compared with the plain network's
+        masks[name] = out.argmax(1) if out.shape[1] > 1 else out[:, 0] > 0
+    times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(args.repeats):
-        for name, net in networks.items():
-            times[name].append(timed(infer(net), device))
+        for name, (net, slice_inferer) in cases.items():
+            times[name].append(timed(infer(net, slice_inferer), device))
     slices = int(args.shape[2])
-    results = {
-        name: {"median_s": median(t), "slices_per_s": slices / median(t), "times_s": t} for name, t in times.items()
-    }
-    first, second = list(results)
+    basic = {inferer.sw_batch_size: "MONAI BasicUNet", 8: "MONAI BasicUNet, 8 slices per batch"}
+    results = {}
+    for name, t in times.items():
+        net, slice_inferer = cases[name]
+        results[name] = {"median_s": median(t), "slices_per_s": slices / median(t), "times_s": t,
+                         "sw_batch_size": slice_inferer.sw_batch_size}  # fmt: skip
+        if name.startswith("MedSpikeFormer"):
+            unet_name = basic.get(slice_inferer.sw_batch_size, "MONAI BasicUNet")
+            unet_name = unet_name if unet_name in times else "MONAI BasicUNet"
+            results[name]["ratio_to_basicunet"] = median(t) / median(times[unet_name])
+            results[name]["speedup_over_plain"] = median(times[reference]) / median(t)
+            results[name]["mask_voxels_differing"] = int((masks[name] != masks[reference]).sum())
+            results[name]["mask_voxels"] = masks[name].numel()
+    first, second = reference, "MONAI BasicUNet"
     return {
         "settings": vars(args),
         "machine": machine(device),
@@ -101,6 +147,10 @@ def main() -> None:
     p.add_argument("--sw_batch_size", type=int, help="slices per batch (default: the covid bundle's choice)")
     p.add_argument("--keep_freed_memory", "--keep-freed-memory", action="store_true",
                    help="glibc keeps freed memory for reuse")  # fmt: skip
+    p.add_argument("--steps", action="store_true",
+                   help="also measure the inference optimisations one by one (folded batch norms, channels-last, "
+                        "8 slices per batch)")  # fmt: skip
+    p.add_argument("--checkpoint", help="trained model.pt of the covid bundle (default: untrained weights)")
     p.add_argument("--out", help="JSON file (default benchmarks/results/ct_inference.json)")
     args = p.parse_args()
     payload = run(args)
@@ -109,7 +159,11 @@ def main() -> None:
         f"({payload['inferer']}, sw_batch_size {payload['sw_batch_size']})"
     )
     for name, r in payload["results"].items():
-        print(f"{name:<32} {r['median_s']:8.2f} s  {r['slices_per_s']:7.2f} slices/s")
+        extra = ""
+        if "ratio_to_basicunet" in r:
+            extra = (f"  x{r['ratio_to_basicunet']:.2f} BasicUNet, {r['speedup_over_plain']:.2f}x faster than plain, "
+                     f"{r['mask_voxels_differing']} of {r['mask_voxels']} mask voxels differ")  # fmt: skip
+        print(f"{name:<60} {r['median_s']:8.2f} s  {r['slices_per_s']:7.2f} slices/s{extra}")
     print(f"time ratio MedSpikeFormer / BasicUNet: {payload['ratio_time']:.2f}")
     print(f"wrote {write_json(payload, args.out, 'ct_inference.json')}")
 

@@ -2,15 +2,18 @@
 
 Usage::
 
-    python benchmarks/train_step.py [--size 256] [--batch 1] [--time-steps 1 2 4] [--rounds 3] [--steps 2]
+    python benchmarks/train_step.py [--size 256] [--batch 1 [8 ...]] [--time-steps 1 2 4] [--rounds 3] [--steps 2]
         [--warmup 2] [--device auto] [--lif lean|eager|spikingjelly|both|all] [--keep-freed-memory]
+        [--variants default channels_last checkpoint channels_last+checkpoint] [--no-twin] [--no-monai]
         [--out benchmarks/results/train_step.json]
 
 Cases (each in a fresh process, so no memory is carried from one to the next; ``--rounds`` rounds over all cases,
 ``--steps`` timed steps per case and round after ``--warmup`` untimed train steps and one inference; medians over
 all timed steps):
 
-- ``spiking T=t, batch B``: MedSpikeFormer with ``t`` time steps;
+- ``spiking T=t, batch B``: MedSpikeFormer with ``t`` time steps; with ``--variants``, also with its speed and memory
+  options (``channels_last``, activation checkpointing ``use_checkpoint``), each compared with the default (no
+  option set) in the same run;
 - ``ANN twin, batch B*t``: the floor: the same dense work (every layer sees ``B*t`` images) without neurons;
 - MONAI ``BasicUNet`` and ``SwinUNETR`` (2D) at batch ``B``.
 
@@ -54,9 +57,18 @@ from monai.networks.nets import BasicUNet, SwinUNETR
 from monai_medspike.networks.nets import MedSpikeFormer
 from monai_medspike.utils import keep_freed_memory
 
+VARIANTS = {
+    "default": {},
+    "channels_last": {"channels_last": True},
+    "checkpoint": {"use_checkpoint": True},
+    "channels_last+checkpoint": {"channels_last": True, "use_checkpoint": True},
+}
+"""Options of the spiking network measured side by side (``--variants``); "default" is today's default path (eager
+PyTorch with the fused LIF kernel, no option set)."""
 
-def _spiking(t: int, lean: bool) -> MedSpikeFormer:
-    return MedSpikeFormer(in_channels=1, out_channels=1, time_steps=t, neuron=("lif", {"lean": lean}))
+
+def _spiking(t: int, lean: bool, options: dict[str, Any]) -> MedSpikeFormer:
+    return MedSpikeFormer(in_channels=1, out_channels=1, time_steps=t, neuron=("lif", {"lean": lean}), **options)
 
 
 def _twin() -> MedSpikeFormer:
@@ -64,23 +76,39 @@ def _twin() -> MedSpikeFormer:
 
 
 def build_cases(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every case: a name, a network factory, its batch size and how the ratio pairs it."""
+    """Every case: a name, a network factory, its batch size and the cases its ratios compare it with."""
     cases: list[dict[str, Any]] = []
     # (tag, lean path, fused CPU kernel allowed): "eager" is the lean path with MONAI_MEDSPIKE_LIF_KERNEL=0
     kinds = {"lean": ("lean LIF", True, True), "eager": ("lean LIF eager", True, False),
              "spikingjelly": ("spikingjelly LIF", False, False)}  # fmt: skip
     chosen = {"both": ["lean", "spikingjelly"], "all": ["lean", "eager", "spikingjelly"]}.get(args.lif, [args.lif])
-    for t in args.time_steps:
-        for kind in chosen:
-            tag, lean, kernel = kinds[kind]
-            name = f"spiking T={t}" if len(chosen) == 1 else f"spiking T={t} {tag}"
-            cases.append({"name": name, "make": lambda t=t, lean=lean: _spiking(t, lean), "kernel": kernel,
-                          "batch": args.batch, "floor": f"ANN twin batch {args.batch * t}"})  # fmt: skip
-        cases.append({"name": f"ANN twin batch {args.batch * t}", "batch": args.batch * t, "make": _twin})
-    if not args.no_monai:
-        cases.append({"name": "MONAI BasicUNet", "make": lambda: BasicUNet(2, 1, 1), "batch": args.batch})
-        cases.append({"name": "MONAI SwinUNETR 2D", "batch": args.batch,
-                      "make": lambda: SwinUNETR(1, 1, spatial_dims=2, feature_size=24)})  # fmt: skip
+    batches = args.batch
+    for batch in batches:
+        tag_b = "" if len(batches) == 1 else f" B={batch}"
+        for t in args.time_steps:
+            twin = f"ANN twin batch {batch * t}"
+            for variant in args.variants:
+                for kind in chosen:
+                    tag, lean, kernel = kinds[kind]
+                    base = f"spiking T={t}{tag_b}" if len(chosen) == 1 else f"spiking T={t}{tag_b} {tag}"
+                    name = base if variant == "default" else f"{base} {variant}"
+                    compare = [] if args.no_twin else [twin]
+                    if variant != "default" and "default" in args.variants:
+                        if batch <= args.max_batch_without_checkpoint:
+                            compare.append(base)
+                        else:  # the default path does not run at this batch: per image against the first batch
+                            first = "" if len(batches) == 1 else f" B={batches[0]}"
+                            compare.append(base.replace(f"T={t}{tag_b}", f"T={t}{first}", 1))
+                    if batch > args.max_batch_without_checkpoint and "checkpoint" not in variant:
+                        continue  # would not fit in memory here: measured with checkpointing only
+                    make = lambda t=t, lean=lean, o=VARIANTS[variant]: _spiking(t, lean, o)  # noqa: E731
+                    cases.append({"name": name, "kernel": kernel, "batch": batch, "compare": compare, "make": make})
+            if not args.no_twin:
+                cases.append({"name": twin, "batch": batch * t, "images": batch, "make": _twin, "compare": []})
+        if not args.no_monai:
+            cases.append({"name": f"MONAI BasicUNet{tag_b}", "make": lambda: BasicUNet(2, 1, 1), "batch": batch})
+            cases.append({"name": f"MONAI SwinUNETR 2D{tag_b}", "batch": batch,
+                          "make": lambda: SwinUNETR(1, 1, spatial_dims=2, feature_size=24)})  # fmt: skip
     unique = {}
     for case in cases:
         unique.setdefault(case["name"], case)
@@ -160,11 +188,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every case in its own process (no memory carried over), interleaved over ``--rounds`` rounds."""
     device = pick_device(args.device)
     cases = build_cases(args)
-    results: dict[str, dict[str, Any]] = {c["name"]: {"batch": c["batch"], "train_s": [], "infer_s": []} for c in cases}
-    passthrough = ["--size", str(args.size), "--batch", str(args.batch), "--lif", args.lif, "--device", args.device,
-                   "--steps", str(args.steps), "--warmup", str(args.warmup),
-                   "--time-steps", *map(str, args.time_steps)]  # fmt: skip
+    results: dict[str, dict[str, Any]] = {
+        c["name"]: {"batch": c["batch"], "images": c.get("images", c["batch"]), "train_s": [], "infer_s": []}
+        for c in cases
+    }
+    passthrough = ["--size", str(args.size), "--batch", *map(str, args.batch), "--lif", args.lif,
+                   "--device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup),
+                   "--time-steps", *map(str, args.time_steps), "--variants", *args.variants]  # fmt: skip
     passthrough += ["--no-monai"] if args.no_monai else []
+    passthrough += ["--no-twin"] if args.no_twin else []
+    passthrough += ["--max-batch-without-checkpoint", str(args.max_batch_without_checkpoint)]
     passthrough += ["--keep-freed-memory"] if args.keep_freed_memory else []
     for rnd in range(args.rounds):
         for case in cases:
@@ -193,11 +226,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r["fault_mib_per_step"] = median(r.pop("fault_mib_per_step_runs"))
     ratios = {}
     for case in cases:
-        floor = case.get("floor")
-        if floor and floor in results:
-            a, b = results[case["name"]], results[floor]
-            ratios[case["name"]] = {
-                "vs": floor,
+        for other in case.get("compare", []):
+            if other not in results:
+                continue
+            a, b = results[case["name"]], results[other]
+            ratios[f"{case['name']} / {other}"] = {
+                "case": case["name"],
+                "vs": other,
+                # images: the batch, or B for the twin at batch B x T (it stands for B images at T steps)
+                "train_time_per_image": (a["train_median_s"] / a["images"]) / (b["train_median_s"] / b["images"]),
                 "train_time": a["train_median_s"] / b["train_median_s"],
                 "infer_time": a["infer_median_s"] / b["infer_median_s"],
                 "saved_activations": a["saved_activation_mib"] / b["saved_activation_mib"],
@@ -209,23 +246,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def report(payload: dict[str, Any]) -> str:
     lines = [
-        f"{'case':<34} {'batch':>5} {'train s':>9} {'infer s':>9} {'saved MiB':>10} {'RSS+ MiB':>9} {'CUDA MiB':>9}"
+        f"{'case':<40} {'batch':>5} {'train s':>9} {'infer s':>9} {'saved MiB':>10} {'RSS+ MiB':>9} {'CUDA MiB':>9}"
         f" {'faults MiB':>10}",
     ]
     for name, r in payload["results"].items():
         peak = f"{r['peak_train_mib']:.0f}" if r["peak_train_mib"] is not None else "-"
         lines.append(
-            f"{name:<34} {r['batch']:>5} {r['train_median_s']:>9.3f} {r['infer_median_s']:>9.3f} "
+            f"{name:<40} {r['batch']:>5} {r['train_median_s']:>9.3f} {r['infer_median_s']:>9.3f} "
             f"{r['saved_activation_mib']:>10.0f} {r['peak_rss_increase_mib']:>9.0f} {peak:>9}"
             f" {r['fault_mib_per_step']:>10.0f}"
         )
     lines.append("")
-    lines.append(f"{'ratio':<34} {'vs':<18} {'train':>6} {'infer':>6} {'saved':>6} {'RSS+':>6} {'CUDA':>6}")
-    for name, r in payload["ratios"].items():
+    lines.append(
+        f"{'ratio':<40} {'vs':<26} {'train':>6} {'/image':>6} {'infer':>6} {'saved':>6} {'RSS+':>6} {'CUDA':>6}"
+    )
+    for r in payload["ratios"].values():
         peak = f"{r['peak_train_memory']:.2f}" if r["peak_train_memory"] else "-"
         lines.append(
-            f"{name:<34} {r['vs']:<18} {r['train_time']:>6.2f} {r['infer_time']:>6.2f} "
-            f"{r['saved_activations']:>6.2f} {r['peak_rss_increase']:>6.2f} {peak:>6}"
+            f"{r['case']:<40} {r['vs']:<26} {r['train_time']:>6.2f} {r['train_time_per_image']:>6.2f} "
+            f"{r['infer_time']:>6.2f} {r['saved_activations']:>6.2f} {r['peak_rss_increase']:>6.2f} {peak:>6}"
         )
     return "\n".join(lines)
 
@@ -233,7 +272,7 @@ def report(payload: dict[str, Any]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=256, help="image height and width (default 256)")
-    p.add_argument("--batch", type=int, default=1, help="batch B of the spiking net (default 1)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes B of the spiking net (default 1)")
     p.add_argument("--time-steps", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--rounds", type=int, default=3, help="rounds over all cases, one fresh process per case each")
     p.add_argument("--steps", type=int, default=2, help="timed steps per case and round")
@@ -243,6 +282,22 @@ def main() -> None:
                    help="LIF path of the spiking cases: lean (fused CPU kernel where available), eager (lean without "
                         "the kernel), spikingjelly, both (lean, spikingjelly) or all three side by side")  # fmt: skip
     p.add_argument("--no-monai", action="store_true", help="skip BasicUNet and SwinUNETR")
+    p.add_argument("--no-twin", action="store_true", help="skip the ANN twins (batch B x T)")
+    p.add_argument(
+        "--max-batch-without-checkpoint",
+        type=int,
+        default=1 << 30,
+        metavar="B",
+        help="run larger batches only with activation checkpointing (as they would not fit in memory)",
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=tuple(VARIANTS),
+        default=["default"],
+        help="options of the spiking net, each a case compared with 'default' (no option set): channels_last, "
+        "checkpoint (activation checkpointing of segments), channels_last+checkpoint",
+    )
     p.add_argument("--keep-freed-memory", action="store_true",
                    help="glibc malloc keeps freed memory for reuse (no page faults of fresh allocations)")  # fmt: skip
     p.add_argument("--out", help="JSON file (default benchmarks/results/train_step.json)")

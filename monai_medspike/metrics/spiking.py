@@ -29,6 +29,7 @@ import torch.nn as nn
 
 from monai_medspike.networks.blocks.and_attention import AttentionProducts
 from monai_medspike.networks.layers import is_neuron
+from monai_medspike.networks.layers.checkpointing import recomputing
 
 __all__ = [
     "E_AC",
@@ -94,7 +95,7 @@ class FiringRateMonitor:
 
     def _hook(self, name: str):
         def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if not self.active:
+            if not self.active or recomputing():  # a checkpointed segment's rerun: its spikes were counted
                 return
             out = output.detach()
             # summed on the network's device (no synchronisation per layer); moved to the CPU in rates()

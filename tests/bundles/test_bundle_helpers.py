@@ -84,6 +84,26 @@ def test_every_run_keeps_freed_memory_unless_told_not_to(name, overlay, monkeypa
         assert calls == expected
 
 
+@pytest.mark.parametrize("name", ("covid", "isic2018", "kvasir", "busi", "monuseg"))
+@pytest.mark.parametrize("overlay", (None, "evaluate.json", "inference.json", "multi_gpu_train.json"))
+def test_every_run_builds_the_lif_kernel_before_its_first_step(name, overlay, monkeypatch):
+    """``initialize`` builds (or loads) the fused LIF kernel under its lock, so that no forward waits for the
+    compiler and DDP ranks do not compile at once."""
+    from monai_medspike.networks.layers import lif_kernel
+
+    calls = []
+    monkeypatch.setattr(lif_kernel, "warm_up", lambda device=None: calls.append(str(device)))
+    configs = REPO / "bundles" / name / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "train.json")] + ([str(configs / overlay)] if overlay else []))
+    parser["device"] = "$torch.device('cpu')"
+    steps = [i for i, step in enumerate(parser["initialize"]) if "lif_kernel.warm_up(" in str(step)]
+    assert len(steps) == 1, f"{name} {overlay}: initialize should warm the LIF kernel up once"
+    assert steps[0] == len(parser["initialize"]) - 1  # after the allocator setting, before any network runs
+    parser.get_parsed_content(f"initialize#{steps[0]}")
+    assert calls == ["cpu"]  # the run's device: a CUDA run builds no CPU kernel
+
+
 def test_flags_read_command_line_words_as_meant():
     # monai.bundle's command line passes "--overwrite false" as the string "false"
     for value, expected in (("false", False), ("False", False), ("0", False), ("off", False), (False, False),

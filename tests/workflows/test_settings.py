@@ -39,6 +39,8 @@ def config() -> dict:
         ({"phase": "ann"}, "--phase 'ann': must be one of teacher, student, both."),
         ({"classes": "three"}, "--classes 'three': must be one of binary, multiclass."),
         ({"overwrite": "maybe"}, "--overwrite 'maybe': must be true or false."),
+        ({"use_checkpoint": "sometimes"}, "--use_checkpoint 'sometimes': must be true or false."),
+        ({"channels_last": 2}, "--channels_last 2: must be true or false."),
         ({"align_stages": [0, 4]}, "--align_stages [0, 4]: must be a list of encoder stages 0..3"),
         ({"datalist": "/no/such/list.json"}, "--datalist '/no/such/list.json': must be an existing file."),
         ({"dataset_dir": "/no/such/folder"}, "--dataset_dir '/no/such/folder': must be an existing folder."),
@@ -62,10 +64,25 @@ def test_every_problem_is_reported_at_once():
         {"epochs": 3, "image_size": [32, 32], "phase": "teacher", "overwrite": "false", "learning_rate": 1e-4},
         {"network_def#time_steps": 2, "workflow#early_stop_min_delta": 0.1, "config_file": "x", "logging_file": "y"},
         {"train_transforms": "$None", "epochs": "$1 + 1"},  # expressions are the config's business
+        {"use_checkpoint": "true", "channels_last": "false"},
     ],
 )
 def test_valid_overrides_pass(overrides):
     check_overrides(config(), overrides)
+
+
+@pytest.mark.parametrize("value, expected", [("true", True), ("false", False), (True, True), ("0", False)])
+def test_speed_flags_reach_the_network_and_its_teacher_as_booleans(value, expected):
+    """``--use_checkpoint false`` arrives as the string "false": the network must not read it as true."""
+    parser = ConfigParser()
+    parser.read_config(str(TRAIN))
+    parser["use_checkpoint"] = value
+    parser["channels_last"] = value
+    parser["embed_dims"] = [8, 16, 16, 32]
+    network = parser.get_parsed_content("network_def")
+    teacher = parser.get_parsed_content("teacher_def")
+    for net in (network, teacher):
+        assert net.use_checkpoint is expected and net.channels_last is expected
 
 
 def test_a_folder_without_a_checkpoint_is_refused_with_what_it_holds(tmp_path):

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from fastapi import HTTPException
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
@@ -53,6 +54,9 @@ from monai_medspike.apps.monailabel.bundles import (
     resolve_models,
     served_model,
 )
+from monai_medspike.bundle import check_flag
+from monai_medspike.networks.layers import lif_kernel
+from monai_medspike.networks.utils import fold_batch_norm
 
 __all__ = ["MedSpikeApp", "MedSpikeInferTask", "MedSpikeTrainTask", "ModelNotTrainedError", "not_trained_message"]
 
@@ -106,6 +110,8 @@ class MedSpikeInferTask(BundleInferTask):
             self.bundle_config.update(overrides)
             self.network = self.bundle_config.get_parsed_content("network_def", instantiate=True)
         self.bundle: BundleInfo = bundle_info(name, self.bundle_config)
+        self._network_lock = threading.Lock()
+        self._folded: Any = None
         if self.labels != self.bundle.labels:  # metadata.json describes the default classes only
             self.labels = self.bundle.labels
 
@@ -123,6 +129,20 @@ class MedSpikeInferTask(BundleInferTask):
             extension = ".nii.gz" if self.bundle.volume else ".png"  # never a lossy JPEG label
         data["result_dtype"] = data.get("result_dtype") or "uint8"
         return super().writer(data, extension=extension, dtype=dtype)
+
+    def _get_network(self, device: Any, data: Any) -> Any:
+        # one request at a time: a second one must not get the cached network before it is folded
+        with self._network_lock:
+            network = super()._get_network(device, data)  # a fresh copy of the bundle's network when model.pt changes
+            fold = check_flag(self.bundle_config.get("fold_batch_norm", False), "fold_batch_norm")
+            if network is not None and fold and network is not self._folded:
+                if isinstance(network, torch.jit.ScriptModule):
+                    logger.warning("fold_batch_norm: %s is a TorchScript model; nothing folded.", self.get_path())
+                else:
+                    network.eval()
+                    fold_batch_norm(network)
+                self._folded = network  # the cached network; a reload of model.pt brings a fresh copy
+            return network
 
     def __call__(self, request: dict, callbacks: Any = None) -> tuple[Any, dict]:
         if self.get_path() is None:  # removed since: never serve the network's initial weights
@@ -216,6 +236,8 @@ class MedSpikeApp(MONAILabelApp):
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         self.bundles = resolve_models(conf.get("models", "all"), conf.get("bundles"))
+        # compile the CPU LIF kernel at start-up, not inside the first /infer (no-op once cached or on a GPU)
+        lif_kernel.warm_up("cuda" if torch.cuda.is_available() else "cpu")
         self.infer_tasks: dict[str, InferTask] = {}
         self.tasks_lock = threading.Lock()
         super().__init__(

@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 
 from monai_medspike.networks.blocks.convolutions import ConvBN, DSConv, SpikingMLP
-from monai_medspike.networks.layers import DEFAULT_NEURON, TimeDistributed, get_activation
+from monai_medspike.networks.layers import DEFAULT_NEURON, TimeDistributed, as_format_of, get_activation
+from monai_medspike.networks.layers.checkpointing import CheckpointedSegments
 
 __all__ = ["INTERACTIONS", "AllNeuronSelfAttention", "AttentionProducts", "all_neuron_attention", "check_interactions"]
 
@@ -204,7 +205,7 @@ def _add(first: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
     return first
 
 
-class AllNeuronSelfAttention(nn.Module):
+class AllNeuronSelfAttention(CheckpointedSegments, nn.Module):
     """AND-SA block: all-neuron decomposed spiking self-attention with its fusion MLPs.
 
     ``Q, K, V = neuron(BN(depthwise conv(x)))``; each interaction term ``O_xy`` (see :func:`all_neuron_attention`)
@@ -297,14 +298,28 @@ class AllNeuronSelfAttention(nn.Module):
             o = self.term_norms[name](o)
         return self.term_convs[name](o)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _attend(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         s = self.input_neuron(x)
         q, k, v = self.to_q(s), self.to_k(s), self.to_v(s)
         shape = v.shape
         t, b, c, h, w = shape
         heads = (t * b, self.num_heads, c // self.num_heads, h * w)
         terms = self.attention(q.reshape(heads), k.reshape(heads), v.reshape(heads))
-        outs = {name: self._term(name, self._merge_heads(o, shape)) for name, o in terms.items()}
-        fused = torch.cat([_add(*(outs[name] for name in group)) for group in self.groups], dim=2)
-        y = self.norm(self.fuse(fused) + v)
+        return [as_format_of(self._merge_heads(terms[name], shape), v) for name in self.interactions], v
+
+    def _fuse(self, v: torch.Tensor, *outs: torch.Tensor) -> torch.Tensor:
+        named = dict(zip(self.interactions, outs, strict=True))
+        t, b = v.shape[:2]
+        # concatenate over channels with T folded into the batch: a 4D concatenation keeps channels-last
+        fused = torch.cat([_add(*(named[name] for name in group)).flatten(0, 1) for group in self.groups], dim=1)
+        fused = as_format_of(fused, v).unflatten(0, (t, b))
+        return self.norm(self.fuse(fused) + v)
+
+    def _mlp(self, y: torch.Tensor) -> torch.Tensor:
         return self.mlp(y) + y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # with use_checkpoint, five kinds of segments keep only their inputs: products, each term, fusion, MLP
+        terms, v = self.segment(self._attend, x)
+        outs = [self.segment(self._term, name, o) for name, o in zip(self.interactions, terms, strict=True)]
+        return self.segment(self._mlp, self.segment(self._fuse, v, *outs))

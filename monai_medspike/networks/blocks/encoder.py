@@ -13,11 +13,12 @@ from monai_medspike.networks.blocks.convolutions import neuron_before
 from monai_medspike.networks.blocks.embedding import PatchDownsample, PatchEmbedding
 from monai_medspike.networks.blocks.heads import SideMaskHead
 from monai_medspike.networks.layers import DEFAULT_NEURON
+from monai_medspike.networks.layers.checkpointing import CheckpointedSegments
 
 __all__ = ["EncoderStage"]
 
 
-class EncoderStage(nn.Module):
+class EncoderStage(CheckpointedSegments, nn.Module):
     """Patch embedding (stride 1) -> :class:`AllNeuronSelfAttention` -> patch downsampling (x1/2).
 
     The side mask head reads the attention output (before downsampling) and is evaluated only on request.
@@ -79,9 +80,14 @@ class EncoderStage(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x``: ``(T, B, C_in, H, W)``, or ``(1, B, C_in, H, W)`` with ``time_steps``: the embedding is computed once
         and repeated to ``time_steps`` steps."""
+        y = self.segment(self._embed, x, time_steps)
+        y = self.attention(y)  # checkpoints its own segments
+        side = self.segment(self.side_head, y) if with_side_output else None
+        return self.segment(self.downsample, y), side
+
+    def _embed(self, x: torch.Tensor, time_steps: int | None) -> torch.Tensor:
         y = self.embed(x)
         if time_steps is not None and y.shape[0] != time_steps:
-            y = y.expand((time_steps,) + tuple(y.shape[1:])).contiguous()  # neurons' fused kernel wants it
-        y = self.attention(y)
-        side = self.side_head(y) if with_side_output else None
-        return self.downsample(y), side
+            # T dense copies in the embedding's memory format (channels-last stays so): the fused LIF kernel wants it
+            y = torch.cat([y[0]] * time_steps).unflatten(0, (time_steps, y.shape[1]))
+        return y

@@ -11,7 +11,7 @@ from .neurons import (
     get_surrogate,
     is_neuron,
 )
-from .temporal import TimeDistributed, encode_direct
+from .temporal import TimeDistributed, as_format_of, encode_direct, is_channels_last
 
 __all__ = [
     "DEFAULT_NEURON",
@@ -20,9 +20,11 @@ __all__ = [
     "ParametricLIFNode",
     "Surrogate",
     "TimeDistributed",
+    "as_format_of",
     "encode_direct",
     "get_activation",
     "get_neuron_layer",
     "get_surrogate",
+    "is_channels_last",
     "is_neuron",
 ]

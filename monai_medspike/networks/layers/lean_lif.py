@@ -6,7 +6,8 @@ gradient are all recomputed in the backward pass. The forward pass is spikingjel
 so the spikes agree bit for bit; the gradients are those of the same recurrence with a detached reset (tested
 against spikingjelly's autograd).
 
-On the CPU, float32 contiguous inputs run a fused C kernel (:mod:`~monai_medspike.networks.layers.lif_kernel`: one
+On the CPU, float32 inputs laid out densely with time outermost (contiguous, or channels-last per step) run a
+fused C kernel (:mod:`~monai_medspike.networks.layers.lif_kernel`: one
 pass over memory each way instead of about five forward and eight backward, the same float operations in the same
 order, so spikes and membranes are identical to the eager code below). It keeps only its input for the backward
 pass, as a ReLU does, and recomputes ``H`` from it there, so its forward allocates nothing but the spikes.
@@ -84,14 +85,31 @@ def _forward(
     return spikes, h_seq, v
 
 
+def time_major_dense(x_seq: torch.Tensor) -> bool:
+    """True if ``x_seq`` ``(T, ...)`` fills its memory without gaps or overlaps and ``T`` is its outermost dimension.
+
+    Then every step is one dense block of the same layout, as the fused kernel needs: this holds for contiguous
+    tensors and for channels-last activations viewed as ``(T, B, C, H, W)`` (strides ``(BHWC, HWC, 1, WC, C)``).
+    """
+    if x_seq.dim() < 1 or x_seq.numel() == 0:
+        return False
+    expected = 1
+    for size, stride in sorted(
+        ((s, st) for s, st in zip(x_seq.shape, x_seq.stride(), strict=True) if s != 1), key=lambda d: d[1]
+    ):
+        if stride != expected:
+            return False
+        expected *= size
+    return x_seq.shape[0] == 1 or x_seq.stride(0) * x_seq.shape[0] == x_seq.numel()
+
+
 def _use_kernel(x_seq: torch.Tensor) -> bool:
-    """The fused C kernel runs for non-empty contiguous float32 CPU tensors when it is enabled and builds."""
+    """The fused C kernel runs for non-empty float32 CPU tensors laid out time-major and dense (contiguous, or
+    channels-last per step) when it is enabled and builds."""
     return (
         x_seq.device.type == "cpu"
         and x_seq.dtype == torch.float32
-        and x_seq.is_contiguous()
-        and x_seq.dim() >= 1
-        and x_seq.numel() > 0
+        and time_major_dense(x_seq)
         and lif_kernel.kernel_available()
     )
 

@@ -1,9 +1,13 @@
 """Build, cache and call the fused C kernel of the lean LIF (``lif_kernel.c``) for float32 CPU tensors.
 
-The C source ships with the package and is compiled at first use with the system C compiler (``$CC``, else ``cc``,
-``gcc`` or ``clang``) into a shared library under ``$XDG_CACHE_HOME/monai_medspike`` (``~/.cache/monai_medspike``),
-named by a hash of the source, the compiler and its flags, and written through a temporary file and a rename, so
-concurrent processes never load a half-written file. A cached library that does not load is rebuilt. It is called
+The C source ships with the package and is compiled with the system C compiler (``$CC``, else ``cc``, ``gcc`` or
+``clang``) into a shared library under ``$XDG_CACHE_HOME/monai_medspike`` (``~/.cache/monai_medspike``), named by a
+hash of the source, the compiler and its flags. Build it once ahead of use with ``python -m monai_medspike.warmup``
+(:func:`warm_up`; the bundles and the MONAI Label app call it before their first step or request); otherwise it
+is built inside the first forward that needs it. A build holds a file lock next to the library, so processes that
+start together (DDP ranks, server workers) compile once and the others wait for it; the file is written through a
+temporary file and a rename, so no process loads a half-written library. A cached library that does not load is
+rebuilt. It is called
 through :mod:`ctypes` with the tensors' data pointers; its OpenMP threads follow ``torch.get_num_threads()``.
 
 Set ``MONAI_MEDSPIKE_LIF_KERNEL=0`` to disable it. Without a working compiler one warning is logged and
@@ -20,11 +24,23 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-__all__ = ["ENV_VAR", "backward", "calls", "find_compiler", "forward", "kernel_available", "library_path"]
+__all__ = [
+    "ENV_VAR",
+    "backward",
+    "calls",
+    "find_compiler",
+    "forward",
+    "kernel_available",
+    "library_path",
+    "warm_up",
+]
 
 ENV_VAR = "MONAI_MEDSPIKE_LIF_KERNEL"
 """Environment variable: ``0`` (or ``false``, ``off``, ``no``) turns the kernel off."""
@@ -37,7 +53,7 @@ calls = {"forward": 0, "backward": 0}
 """How many times the kernel ran, per direction (tests use it to see which path was taken)."""
 
 _logger = logging.getLogger(__name__)
-_state: dict[str, object] = {}  # "lib": the loaded library, or None after a failed build (not retried)
+_state: dict[str, object] = {}  # "lib": the loaded library, or None after a failed build (not retried); "path"
 
 
 def find_compiler() -> str | None:
@@ -95,7 +111,6 @@ def library_path(compiler: str) -> Path:
 
 
 def _build(compiler: str, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp.so", dir=target.parent)
     os.close(handle)
     try:
@@ -110,6 +125,34 @@ def _build(compiler: str, target: Path) -> None:
             os.unlink(tmp)
 
 
+@contextmanager
+def _build_lock(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<library>.lock`` (POSIX ``flock``; released if the process dies).
+
+    Where no lock can be taken (no ``fcntl``, a file system without ``flock``), the build goes ahead unlocked: the
+    temporary file and rename still keep half-written libraries unseen, at worst processes compile twice.
+    """
+    try:
+        import fcntl
+
+        lock = open(target.with_name(target.name + ".lock"), "a")
+    except (ImportError, OSError) as err:
+        _logger.info("Building the LIF kernel without a lock (%s).", err)
+        yield
+        return
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError as err:
+            _logger.info("Building the LIF kernel without a lock (%s).", err)
+            yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _open(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     if lib.lif_kernel_abi() != _ABI:
@@ -122,18 +165,34 @@ def _open(path: Path) -> ctypes.CDLL:
     return lib
 
 
+def _try_open(path: Path) -> ctypes.CDLL | None:
+    """The cached library, or None if there is none or it does not load (corrupt, truncated, another build)."""
+    if not path.exists():
+        return None
+    try:
+        return _open(path)
+    except (OSError, AttributeError) as err:
+        _logger.info("Rebuilding the LIF kernel: cached %s does not load (%s).", path, err)
+        return None
+
+
 def _load() -> ctypes.CDLL | None:
     compiler = find_compiler()
     if compiler is None:
         raise RuntimeError("no C compiler found (set $CC, or install cc/gcc/clang)")
     path = library_path(compiler)
-    if path.exists():
-        try:
-            return _open(path)
-        except (OSError, AttributeError) as err:  # corrupt, truncated or from another build: rebuild it
-            _logger.info("Rebuilding the LIF kernel: cached %s does not load (%s).", path, err)
-    _build(compiler, path)
-    return _open(path)
+    _state["path"] = path
+    lib = _try_open(path)
+    if lib is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _build_lock(path):
+            lib = _try_open(path)  # another process may have built it while this one waited for the lock
+            if lib is None:
+                start = time.perf_counter()
+                _build(compiler, path)
+                _logger.info("Built the fused LIF kernel in %.1f s: %s", time.perf_counter() - start, path)
+                lib = _open(path)
+    return lib
 
 
 def _library() -> ctypes.CDLL | None:
@@ -144,6 +203,24 @@ def _library() -> ctypes.CDLL | None:
             _logger.warning("The fused LIF kernel is not available, using the eager torch path: %s", err)
             _state["lib"] = None
     return _state["lib"]  # type: ignore[return-value]
+
+
+def warm_up(device: torch.device | str | None = None) -> Path | None:
+    """Build (or find) and load the kernel now, so that no forward pass waits for the compiler.
+
+    Args:
+        device: where the network will run; the kernel serves CPU tensors only, so for another device nothing is
+            built. None: build it.
+
+    Returns the library's path, or None if the kernel is not needed (``device`` not a CPU), turned off
+    (``MONAI_MEDSPIKE_LIF_KERNEL=0``) or cannot be built here (then a warning names the reason and the eager path
+    runs). Safe to call from many processes at once: one compiles, the others wait for its lock and load the result.
+    """
+    if device is not None and torch.device(device).type != "cpu":
+        return None
+    if not kernel_available():
+        return None
+    return _state.get("path")  # type: ignore[return-value]
 
 
 def kernel_available() -> bool:
@@ -162,7 +239,9 @@ def forward(
     with_membrane: bool = False,
     with_last: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """``(spikes, H, V_T)`` of a contiguous float32 CPU ``x_seq`` ``(T, ...)``; needs :func:`kernel_available`.
+    """``(spikes, H, V_T)`` of a float32 CPU ``x_seq`` ``(T, ...)``; needs :func:`kernel_available`.
+
+    ``x_seq`` must be dense with ``T`` outermost (``lean_lif.time_major_dense``); the outputs take its layout.
 
     ``H`` (the membranes before firing) is only computed with ``with_membrane=True``, else it is None: the backward
     pass recomputes it from ``x_seq``. ``V_T`` (the membrane after the last step) is None with ``with_last=False``.
@@ -192,14 +271,15 @@ def backward(
     surrogate: str,
     alpha: float,
 ) -> torch.Tensor:
-    """Gradient of the input from the input ``x_seq`` itself (contiguous float32 CPU) and the spikes' gradient.
+    """Gradient of the input from the input ``x_seq`` itself (float32 CPU, time-major dense) and the spikes' gradient.
 
     The membranes are recomputed from ``x_seq`` with the forward's operations, so they equal the forward's.
     """
     lib = _library()
     if surrogate not in _SURROGATES:
         raise ValueError(f"surrogate must be 'sigmoid' or 'atan', got {surrogate!r}.")
-    grad_spikes = grad_spikes.to(torch.float32).contiguous()
+    if grad_spikes.dtype != torch.float32 or grad_spikes.stride() != x_seq.stride():
+        grad_spikes = torch.empty_like(x_seq).copy_(grad_spikes)  # the kernel walks all three in the same layout
     grad_x = torch.empty_like(x_seq)
     steps = x_seq.shape[0]
     rest = 0.0 if v_reset is None else v_reset

@@ -5,7 +5,29 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ["TimeDistributed", "encode_direct"]
+__all__ = ["TimeDistributed", "as_format_of", "encode_direct", "is_channels_last"]
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """True if the channels of ``x`` ``(N, C, H, W)`` or ``(T, B, C, H, W)`` are its innermost axis (channels-last).
+
+    A tensor with one channel is taken as channels-first (both layouts coincide there).
+    """
+    return x.dim() >= 4 and x.shape[-3] > 1 and x.stride(-3) == 1
+
+
+def as_format_of(y: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``y`` ``(N, C, H, W)`` or ``(T, B, C, H, W)`` in the memory format of ``reference`` (a copy only if it differs).
+
+    Networks built with ``channels_last=True`` keep every activation channels-last; operations that reshape over
+    the channels (attention heads, a concatenation of 5D tensors) return channels-first results, which this puts
+    back, so the next convolution neither reorders its input nor hands back gradients in a third layout.
+    """
+    if not is_channels_last(reference) or is_channels_last(y) or y.dim() not in (4, 5):
+        return y
+    if y.dim() == 4:
+        return y.contiguous(memory_format=torch.channels_last)
+    return y.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, tuple(y.shape[:2]))
 
 
 class TimeDistributed(nn.Module):

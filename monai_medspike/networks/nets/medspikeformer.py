@@ -20,6 +20,7 @@ from monai_medspike.networks.blocks import (
     check_interactions,
 )
 from monai_medspike.networks.layers import DEFAULT_NEURON, LIFNode, encode_direct, get_neuron_layer
+from monai_medspike.networks.layers.checkpointing import CheckpointedSegments, run_segment
 
 __all__ = ["LAYOUTS", "SPIKE_DRIVEN_NEURON", "MedSpikeFormer"]
 
@@ -89,6 +90,16 @@ class MedSpikeFormer(nn.Module):
             numerically equivalent.
         layout: ``"published"`` (the paper's network) or ``"spike_driven"`` (every convolution but the first reads
             spikes).
+        use_checkpoint: activation checkpointing (``torch.utils.checkpoint``, as MONAI's ``use_checkpoint``): in
+            training, segments of every stage (the embedding; in AND-SA the products, each term, the fusion and
+            the MLP; the side head; the downsampling), every decoder block and the head keep only their inputs for
+            the backward pass and run again there: about one more forward pass for most of the activation memory
+            (measured in ``docs/performance.md``). Outputs, gradients and batch-norm statistics are exactly those
+            of the plain network (the rerun does not update the running statistics again).
+        channels_last: keep the weights and every activation channels-last (``torch.channels_last``): the same
+            network and state dict, the same outputs up to float rounding; on a CPU 0.7-0.8 x the train step's time
+            at 256 x 256 (oneDNN's depthwise and 1x1 convolutions and their backward), inference no faster
+            (measured in ``docs/performance.md``). The input may be in either format.
 
     Raises:
         ValueError: on any invalid argument, naming it.
@@ -116,6 +127,8 @@ class MedSpikeFormer(nn.Module):
         kernel_size: int = 3,
         attention_method: str = "fused",
         layout: str = "published",
+        use_checkpoint: bool = False,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self._arguments = {
@@ -123,7 +136,7 @@ class MedSpikeFormer(nn.Module):
             "embed_dims": embed_dims, "num_heads": num_heads, "time_steps": time_steps, "neuron": neuron,
             "interactions": interactions, "attention": attention, "spiking": spiking,
             "faithful_layout": faithful_layout, "kernel_size": kernel_size, "attention_method": attention_method,
-            "layout": layout,
+            "layout": layout, "use_checkpoint": use_checkpoint, "channels_last": channels_last,
         }  # fmt: skip
         if spatial_dims != 2:
             raise ValueError(
@@ -166,6 +179,7 @@ class MedSpikeFormer(nn.Module):
         self.time_steps = time_steps if self.spiking else 1
         self.interactions = interactions
         self.layout = layout
+        self.channels_last = bool(channels_last)
         spike_driven = layout == "spike_driven"
         self.size_divisor = 2 ** len(embed_dims)
 
@@ -197,6 +211,22 @@ class MedSpikeFormer(nn.Module):
         for module in self.modules():
             if isinstance(module, LIFNode):
                 module.store_v = False  # every forward starts from rest: the last membranes are never read
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+        self.use_checkpoint = use_checkpoint
+
+    @property
+    def use_checkpoint(self) -> bool:
+        """Activation checkpointing in training (see the argument); may be switched on an existing network."""
+        return self._use_checkpoint
+
+    @use_checkpoint.setter
+    def use_checkpoint(self, value: bool) -> None:
+        self._use_checkpoint = bool(value)
+        self._arguments["use_checkpoint"] = self._use_checkpoint  # the ANN twin follows
+        for module in self.modules():
+            if isinstance(module, CheckpointedSegments):
+                module.use_checkpoint = self._use_checkpoint
 
     def ann_twin(self) -> MedSpikeFormer:
         """A new, untrained network with this one's arguments and ``spiking=False``: its ANN twin (the teacher of
@@ -226,20 +256,22 @@ class MedSpikeFormer(nn.Module):
         self._check_input(x)
         if self.spiking:
             sj_functional.reset_net(self)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         h = encode_direct(x, 1)  # the first embedding runs once, then repeats over the T steps
         skips: list[torch.Tensor] = []
         sides: list[torch.Tensor] = []
-        for i, stage in enumerate(self.stages):
+        for i, stage in enumerate(self.stages):  # with use_checkpoint, the stages checkpoint their segments
             h, side = stage(h, with_side_outputs, self.time_steps if i == 0 else None)
             skips.append(h)
             if side is not None:
                 sides.append(side)
         h = skips[-1]
         for i, decoder in enumerate(self.decoders):
-            h = decoder(h)
+            h = run_segment(decoder, decoder, h, enabled=self._use_checkpoint)
             if i + 2 <= len(skips):
                 h = h + skips[-2 - i]
-        out = self.head(h)
+        out = run_segment(self.head, self.head, h, enabled=self._use_checkpoint)
         if self.spiking and not torch.jit.is_tracing():
             # the membranes left after the last step are not needed: free them now rather than at the next call
             sj_functional.reset_net(self)

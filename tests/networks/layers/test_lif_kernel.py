@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from monai_medspike.networks.layers import lif_kernel
+from monai_medspike.networks.layers import lean_lif, lif_kernel
 from monai_medspike.networks.layers.lean_lif import _forward, lean_lif_multi_step
 from tests.helpers import saved_bytes
 
@@ -144,7 +146,7 @@ def test_backward_recomputes_the_forward_membranes(monkeypatch):
     "make",
     [
         pytest.param(lambda x: x.double(), id="float64"),
-        pytest.param(lambda x: x.transpose(1, 2), id="non-contiguous"),
+        pytest.param(lambda x: x.permute(1, 2, 0).contiguous().permute(2, 0, 1), id="time-innermost"),
         pytest.param(lambda x: x[:, :, ::2], id="strided"),
     ],
 )
@@ -179,7 +181,8 @@ def test_missing_library_is_built_atomically(tmp_path, monkeypatch, kernel_state
     assert path.parent == tmp_path / "monai_medspike" and not path.exists()
     assert lif_kernel.kernel_available()
     assert path.exists()
-    assert os.listdir(path.parent) == [path.name]  # no temporary file left behind
+    # no temporary file left behind; the lock file stays (removing it could let two builds run at once)
+    assert sorted(os.listdir(path.parent)) == [path.name, path.name + ".lock"]
 
 
 @pytest.mark.parametrize("content", [b"not a shared library", b"\x7fELF\x02\x01\x01" + bytes(40)])
@@ -209,3 +212,94 @@ def test_failed_build_warns_once_and_falls_back(tmp_path, monkeypatch, kernel_st
     assert lif_kernel.calls == before
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "eager" in warnings[0].getMessage()
+
+
+def test_kernel_runs_on_channels_last_steps(monkeypatch):
+    """(T, B, C, H, W) views of channels-last activations are time-major and dense: the kernel takes them, returns
+    spikes and gradients in the same layout, with the values of the contiguous input."""
+    x, grad = inputs((3, 2, 5, 7, 6), True)
+    x_cl = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (3, 2))
+    grad_cl = grad.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (3, 2))
+    assert not x_cl.is_contiguous() and lean_lif.time_major_dense(x_cl)
+    for g in (grad_cl, grad):  # a gradient in the input's layout, or in another one
+        spikes, _, gx = run(x_cl, g, True, monkeypatch)
+        ref_spikes, _, ref_gx = run(x, grad, False, monkeypatch)
+        assert spikes.stride() == x_cl.stride() and gx.stride() == x_cl.stride()
+        assert torch.equal(spikes, ref_spikes)
+        torch.testing.assert_close(gx, ref_gx, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.zeros(6, 5, 4).permute(2, 0, 1),  # dense, but time is the innermost axis of memory
+        lambda: torch.zeros(4, 6, 5).transpose(0, 1),
+        lambda: torch.zeros(4, 6, 10)[..., ::2],  # gaps
+        lambda: torch.zeros(6, 5).expand(4, 6, 5),  # overlapping steps
+    ],
+)
+def test_time_major_dense_rejects_other_layouts(make):
+    assert not lean_lif.time_major_dense(make())
+    assert lean_lif.time_major_dense(torch.zeros(4, 6, 5).transpose(1, 2))  # any dense layout within a step
+
+
+def _compile_logging_compiler(tmp_path, log):
+    """A C compiler that appends a line to ``log`` per compilation (not per ``--version``) and runs the real one."""
+    wrapper = tmp_path / "cc"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *-shared*) echo build >> "{log}"; sleep 1;; esac\n'
+        f'exec "{lif_kernel.find_compiler()}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def test_concurrent_warm_ups_compile_once(tmp_path):
+    """Processes that start together (DDP ranks, workers) wait for one build under the file lock."""
+    log = tmp_path / "builds.log"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), lif_kernel.ENV_VAR: "1",
+           "CC": str(_compile_logging_compiler(tmp_path, log))}  # fmt: skip
+    command = [sys.executable, "-m", "monai_medspike.warmup", "--strict"]
+    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0]
+    assert log.read_text().split() == ["build"]
+    libraries = list((tmp_path / "cache" / "monai_medspike").glob("lif_kernel-*.so"))
+    assert len(libraries) == 1 and all(str(libraries[0]) in out for out in outputs)
+    assert not list((tmp_path / "cache" / "monai_medspike").glob("*.tmp.so"))
+
+
+def test_warm_up_builds_before_the_first_forward(tmp_path, monkeypatch, kernel_state):
+    log = tmp_path / "builds.log"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv(lif_kernel.ENV_VAR, "1")
+    monkeypatch.setenv("CC", str(_compile_logging_compiler(tmp_path, log)))
+    path = lif_kernel.warm_up()
+    assert path is not None and path.is_file() and log.read_text().split() == ["build"]
+    x, grad = inputs((3, 2, 40), True)
+    run(x, grad, True, monkeypatch)  # the forward finds the loaded kernel: no second build
+    assert log.read_text().split() == ["build"]
+
+
+def test_warm_up_without_a_compiler_reports_the_eager_path(tmp_path, kernel_state, capsys, monkeypatch):
+    from monai_medspike import warmup
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv(lif_kernel.ENV_VAR, "1")
+    monkeypatch.setenv("CC", "false")
+    assert warmup.main([]) == 0  # the package works without the kernel
+    assert "eager torch path" in capsys.readouterr().err
+    lif_kernel._state.clear()
+    assert warmup.main(["--strict"]) == 1
+    monkeypatch.setenv(lif_kernel.ENV_VAR, "0")
+    lif_kernel._state.clear()
+    assert lif_kernel.warm_up() is None
+
+
+def test_warm_up_builds_nothing_for_a_gpu_run(tmp_path, monkeypatch, kernel_state):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv(lif_kernel.ENV_VAR, "1")
+    assert lif_kernel.warm_up("cuda:0") is None and lif_kernel.warm_up(torch.device("cuda")) is None
+    assert not (tmp_path / "monai_medspike").exists() and "lib" not in lif_kernel._state
+    assert lif_kernel.warm_up("cpu") is not None
