@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/ct_inference.py [--shape 512 512 64] [--image_size 256 256] [--repeats 3] [--device auto]
-        [--sw_batch_size N] [--keep_freed_memory] [--steps] [--checkpoint model.pt]
+        [--sw_batch_size N] [--keep_freed_memory] [--steps [--bfloat16]] [--checkpoint model.pt]
         [--out benchmarks/results/ct_inference.json]
 
 A synthetic CT volume (HU, the given shape) is written as NIfTI to a temporary folder, read and preprocessed with
@@ -17,9 +17,10 @@ choice of slices per batch; ``--keep_freed_memory`` calls :func:`monai_medspike.
 ``--steps`` adds the inference optimisations one by one, each a case of the same run against the plain network:
 batch norms folded into the convolutions (:func:`monai_medspike.networks.utils.fold_batch_norm`, what ``run
 inferring`` and the MONAI Label app do), channels-last weights and activations (``channels_last``), both, and
-both with 8 slices per batch (BasicUNet then also runs with 8). Every case reports how many voxels of its mask
-differ from the plain network's (threshold 0.5 on the sigmoid, or argmax); ``--checkpoint`` loads trained weights
-into the MedSpikeFormer cases.
+both with 8 slices per batch (BasicUNet then also runs with 8); ``--bfloat16`` adds bfloat16 mixed precision
+(``precision="bfloat16"``) alone and with all of them (BasicUNet stays float32). Every case reports how many
+voxels of its mask differ from the plain network's (threshold 0.5 on the sigmoid, or argmax); ``--checkpoint``
+loads trained weights into the MedSpikeFormer cases.
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     parser["sw_batch_size"] = 8
     batched = parser.get_parsed_content("inferer", lazy=False)
 
-    def spiking(channels_last: bool = False, fold: bool = False) -> torch.nn.Module:
+    def spiking(channels_last: bool = False, fold: bool = False, precision: str = "float32") -> torch.nn.Module:
         parser["channels_last"] = channels_last
+        parser["precision"] = precision
         torch.manual_seed(0)  # the same weights in every case
         net = parser.get_parsed_content("network_def", lazy=False)
         if args.checkpoint:
@@ -95,6 +97,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 batched,
             )
             cases["MONAI BasicUNet, 8 slices per batch"] = (unet, batched)
+        if args.bfloat16:
+            bf16 = {"channels_last": True, "fold": True, "precision": "bfloat16"}
+            cases["MedSpikeFormer, bfloat16"] = (spiking(precision="bfloat16"), inferer)
+            cases["MedSpikeFormer, folded + channels-last + bfloat16"] = (spiking(**bf16), inferer)
+            if batched.sw_batch_size != inferer.sw_batch_size:
+                name = "MedSpikeFormer, folded + channels-last + bfloat16, 8 slices per batch"
+                cases[name] = (spiking(**bf16), batched)
 
     def infer(net: torch.nn.Module, slice_inferer: Any):
         def step() -> torch.Tensor:
@@ -150,6 +159,11 @@ def main() -> None:
     p.add_argument("--steps", action="store_true",
                    help="also measure the inference optimisations one by one (folded batch norms, channels-last, "
                         "8 slices per batch)")  # fmt: skip
+    p.add_argument(
+        "--bfloat16",
+        action="store_true",
+        help="with --steps: also bfloat16 mixed precision (precision='bfloat16'), alone and with the others",
+    )
     p.add_argument("--checkpoint", help="trained model.pt of the covid bundle (default: untrained weights)")
     p.add_argument("--out", help="JSON file (default benchmarks/results/ct_inference.json)")
     args = p.parse_args()

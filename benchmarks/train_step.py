@@ -4,7 +4,8 @@ Usage::
 
     python benchmarks/train_step.py [--size 256] [--batch 1 [8 ...]] [--time-steps 1 2 4] [--rounds 3] [--steps 2]
         [--warmup 2] [--device auto] [--lif lean|eager|spikingjelly|both|all] [--keep-freed-memory]
-        [--variants default channels_last checkpoint channels_last+checkpoint] [--no-twin] [--no-monai]
+        [--variants default channels_last checkpoint channels_last+checkpoint bfloat16 channels_last+bfloat16
+                    channels_last+checkpoint+bfloat16] [--no-twin] [--no-monai]
         [--out benchmarks/results/train_step.json]
 
 Cases (each in a fresh process, so no memory is carried from one to the next; ``--rounds`` rounds over all cases,
@@ -62,6 +63,9 @@ VARIANTS = {
     "channels_last": {"channels_last": True},
     "checkpoint": {"use_checkpoint": True},
     "channels_last+checkpoint": {"channels_last": True, "use_checkpoint": True},
+    "bfloat16": {"precision": "bfloat16"},
+    "channels_last+bfloat16": {"channels_last": True, "precision": "bfloat16"},
+    "channels_last+checkpoint+bfloat16": {"channels_last": True, "use_checkpoint": True, "precision": "bfloat16"},
 }
 """Options of the spiking network measured side by side (``--variants``); "default" is today's default path (eager
 PyTorch with the fused LIF kernel, no option set)."""

@@ -23,6 +23,7 @@ __all__ = [
     "shipped_bundle",
     "shipped_bundles",
     "check_flag",
+    "end_distributed",
     "run_dir",
     "run_stamp",
     "train_scalars",
@@ -132,6 +133,18 @@ def _distributed() -> bool:
 def is_main_process() -> bool:
     """True outside distributed training and on rank 0 within it (the process that logs and saves)."""
     return not _distributed() or torch.distributed.get_rank() == 0
+
+
+def end_distributed() -> None:
+    """End distributed training: wait for every rank, then destroy the process group (nothing outside one).
+
+    Without the wait a rank that finishes first tears its connections down while another still uses them (rank 0
+    writing the last checkpoint), and gloo aborts that rank at exit ("terminate called without an active
+    exception"), failing a run that had finished.
+    """
+    if _distributed():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def run_stamp() -> str:

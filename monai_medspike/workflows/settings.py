@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_medspike.bundle import check_flag
-from monai_medspike.networks.nets.medspikeformer import LAYOUTS
+from monai_medspike.networks.nets.medspikeformer import LAYOUTS, PRECISIONS
 
 __all__ = [
     "SETTINGS",
@@ -138,6 +138,7 @@ SETTINGS: dict[str, Callable[[Any], str | None]] = {
     "phase": _choice("teacher", "student", "both"),
     "classes": _choice("binary", "multiclass"),
     "layout": _choice(*LAYOUTS),
+    "precision": _choice(*PRECISIONS),
     "overwrite": _flag,
     "keep_freed_memory": _flag,
     "use_checkpoint": _flag,

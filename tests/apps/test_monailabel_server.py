@@ -296,6 +296,25 @@ def test_spike_driven_kvasir_app_serves_the_spike_driven_network(tmp_path):
     np.testing.assert_array_equal(np.asarray(mask), expected.T)
 
 
+def test_kvasir_app_serves_bfloat16_mixed_precision(tmp_path):
+    """``--conf kvasir.precision bfloat16``: the app serves the network in mixed precision, with the masks of the
+    bundle's own inference in mixed precision."""
+    from monai_medspike.apps.monailabel.app import MedSpikeApp
+
+    paths = make_studies(tmp_path, polyps=1)
+    bundles = export_bundles(tmp_path, ["kvasir"])
+    write_weights(bundles / "kvasir", {"image_size": [32, 32]})
+    conf = {"models": "kvasir", "bundles": str(bundles), "kvasir.precision": "bfloat16",
+            "kvasir.image_size": "[32, 32]", "skip_trainers": "true"}  # fmt: skip
+    app = MedSpikeApp(str(app_dir()), str(tmp_path / "studies"), conf)
+    result = app.infer({"model": "kvasir", "image": "polyp0", "device": "cpu"})
+    assert app.infer_tasks["kvasir"]._networks["cpu"][0].precision == "bfloat16"
+    mask = Image.open(result["file"])
+    overrides = {"image_size": [32, 32], "precision": "bfloat16"}
+    expected = np.asarray(segment(bundles / "kvasir", paths["polyp0"], overrides)).reshape(mask.size)
+    np.testing.assert_array_equal(np.asarray(mask), expected.T)
+
+
 def test_app_builds_the_lif_kernel_at_start_and_serves_folded_batch_norms(tmp_path, monkeypatch):
     """The app compiles the LIF kernel when it starts (not inside the first /infer), and its infer task folds the
     batch norms into the convolutions when asked (``--conf kvasir.fold_batch_norm true``), with the eager masks."""

@@ -159,3 +159,25 @@ def test_evaluation_and_inference_load_the_newest_trained_student(tmp_path):
     assert trained_model(str(tmp_path / "models"), str(tmp_path / "outputs")) == str(published)
     os.utime(published, (0, 0))
     assert trained_model(None, str(tmp_path / "outputs")) == str(run)
+
+
+def test_end_distributed_waits_then_destroys_the_process_group(tmp_path, monkeypatch):
+    """The multi-GPU configs' finalize: a barrier before the group is destroyed (a rank that tore its connections
+    down while another still wrote its checkpoint was aborted by gloo at exit); nothing outside distributed runs."""
+    import torch.distributed as dist
+
+    from monai_medspike.bundle import end_distributed
+
+    end_distributed()  # no group: nothing to do, no error
+    calls = []
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        barrier = dist.barrier
+        monkeypatch.setattr(dist, "barrier", lambda *a, **k: (calls.append("barrier"), barrier(*a, **k))[1])
+        end_distributed()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    assert calls == ["barrier"] and not dist.is_initialized()
+    shared = json.loads((REPO / "monai_medspike" / "bundle" / "shared" / "multi_gpu_train.json").read_text())
+    assert shared["finalize"] == ["$monai_medspike.bundle.end_distributed()"]

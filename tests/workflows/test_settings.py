@@ -41,6 +41,7 @@ def config() -> dict:
         ({"overwrite": "maybe"}, "--overwrite 'maybe': must be true or false."),
         ({"use_checkpoint": "sometimes"}, "--use_checkpoint 'sometimes': must be true or false."),
         ({"channels_last": 2}, "--channels_last 2: must be true or false."),
+        ({"precision": "float16"}, "--precision 'float16': must be one of float32, bfloat16."),
         ({"align_stages": [0, 4]}, "--align_stages [0, 4]: must be a list of encoder stages 0..3"),
         ({"datalist": "/no/such/list.json"}, "--datalist '/no/such/list.json': must be an existing file."),
         ({"dataset_dir": "/no/such/folder"}, "--dataset_dir '/no/such/folder': must be an existing folder."),
@@ -64,7 +65,7 @@ def test_every_problem_is_reported_at_once():
         {"epochs": 3, "image_size": [32, 32], "phase": "teacher", "overwrite": "false", "learning_rate": 1e-4},
         {"network_def#time_steps": 2, "workflow#early_stop_min_delta": 0.1, "config_file": "x", "logging_file": "y"},
         {"train_transforms": "$None", "epochs": "$1 + 1"},  # expressions are the config's business
-        {"use_checkpoint": "true", "channels_last": "false"},
+        {"use_checkpoint": "true", "channels_last": "false", "precision": "bfloat16"},
     ],
 )
 def test_valid_overrides_pass(overrides):
@@ -83,6 +84,18 @@ def test_speed_flags_reach_the_network_and_its_teacher_as_booleans(value, expect
     teacher = parser.get_parsed_content("teacher_def")
     for net in (network, teacher):
         assert net.use_checkpoint is expected and net.channels_last is expected
+
+
+@pytest.mark.parametrize("config_file", [TRAIN, TRAIN.with_name("inference.json")])
+def test_precision_reaches_the_network_and_its_teacher(config_file):
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    assert parser["precision"] == "float32"  # the default: mixed precision is asked for
+    parser["precision"] = "bfloat16"
+    parser["embed_dims"] = [8, 16, 16, 32]
+    nets = [parser.get_parsed_content("network_def")]
+    nets += [parser.get_parsed_content("teacher_def")] if "teacher_def" in parser.config else []
+    assert [net.precision for net in nets] == ["bfloat16"] * len(nets)
 
 
 def test_a_folder_without_a_checkpoint_is_refused_with_what_it_holds(tmp_path):

@@ -18,12 +18,26 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.modules.module as nn_hooks
 
 from monai_medspike.networks.blocks.convolutions import ConvBN, DSConv, SpikingMLP
-from monai_medspike.networks.layers import DEFAULT_NEURON, TimeDistributed, as_format_of, get_activation
+from monai_medspike.networks.layers import (
+    DEFAULT_NEURON,
+    TimeDistributed,
+    as_format_of,
+    get_activation,
+    is_channels_last,
+)
 from monai_medspike.networks.layers.checkpointing import CheckpointedSegments
 
-__all__ = ["INTERACTIONS", "AllNeuronSelfAttention", "AttentionProducts", "all_neuron_attention", "check_interactions"]
+__all__ = [
+    "INTERACTIONS",
+    "AllNeuronSelfAttention",
+    "AttentionProducts",
+    "all_neuron_attention",
+    "check_interactions",
+    "token_major_attention",
+]
 
 INTERACTIONS: tuple[str, ...] = ("aa", "ii", "ai", "ia")
 """The four interaction terms: activated/inactivated query neurons x activated/inactivated key neurons."""
@@ -178,6 +192,57 @@ def all_neuron_attention(
     return {t: out[t] for t in terms}
 
 
+def token_major_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    num_heads: int,
+    interactions: Sequence[str] = INTERACTIONS,
+    scale: float = 1.0,
+) -> dict[str, torch.Tensor]:
+    """The fused form of :func:`all_neuron_attention` on channels-last ``(T, B, C, H, W)`` operands, per head of
+    ``C / num_heads`` channels, with results in the same layout and no reordering of the operands or results.
+
+    Channels-last memory holds every pixel's ``C`` channels together: ``(T B, N, C)``, the transposes of the heads'
+    ``(d, N)`` operands. The ``d x d`` maps of all heads are computed as one ``C x C`` map ``s Q^T K`` with its
+    off-head blocks set to zero, so ``P^T = V^T M^T`` comes out in channels-last order at once; ``u`` and ``w``
+    (per head and pixel) come from one product of ``V^T`` with a ``C x 2 heads`` matrix, and the rank-1 terms are
+    added per head by broadcasting. The values are those of the fused form up to float rounding (exactly, on
+    spikes: every product and sum is then a whole number times ``s``). Autograd goes through plain operations
+    here, without the fused form's hand-written backward pass, so networks use it for inference only (no gradient).
+
+    Returns:
+        a dict from term name to a channels-last ``(T, B, C, H, W)`` tensor, for the requested terms.
+    """
+    terms = check_interactions(interactions)
+    t, b, c, h, w = v.shape
+    n, d, tb = h * w, c // num_heads, t * b
+    # (T B, N, C) views of channels-last memory: no copy
+    qt, kt, vt = (x.flatten(0, 1).permute(0, 2, 3, 1).reshape(tb, n, c) for x in (q, k, v))
+    m = torch.bmm(qt.transpose(1, 2), kt)  # (T B, C, C)
+    head_of = torch.arange(c, device=v.device) // d
+    same_head = head_of[:, None] == head_of[None, :]
+    m = m.mul_(same_head.to(m.dtype)).mul_(scale)
+    p = torch.bmm(vt, m.transpose(1, 2))  # (T B, N, C) = (M V)^T
+    out = {"aa": p.view(tb, n, num_heads, d)}
+    if any(term != "aa" for term in terms):
+        members = (head_of[:, None] == torch.arange(num_heads, device=v.device)[None, :]).to(vt.dtype)  # (C, heads)
+        k_sum = kt.sum(dim=1).mul_(scale).unsqueeze(-1)  # (T B, C, 1): s K 1
+        right = torch.cat([members.expand(tb, c, num_heads), members * k_sum.to(members.dtype)], dim=2)
+        wu = torch.bmm(vt, right.to(vt.dtype))  # (T B, N, 2 heads): u = 1^T V, s w = s (K 1)^T V per head
+        u = wu[..., :num_heads].unsqueeze(-1)  # (T B, N, heads, 1)
+        w_s = wu[..., num_heads:].unsqueeze(-1)
+        a = qt.sum(dim=1).mul_(scale).view(tb, 1, num_heads, d)  # s Q 1
+        p4 = out["aa"]
+        if "ai" in terms:
+            out["ai"] = torch.mul(a, u).sub_(p4)
+        if "ia" in terms:
+            out["ia"] = torch.sub(w_s, p4)
+        if "ii" in terms:
+            out["ii"] = torch.addcmul(p4, torch.sub(n * scale, a), u).sub_(w_s)
+    return {term: out[term].reshape(tb, h, w, c).permute(0, 3, 1, 2).unflatten(0, (t, b)) for term in terms}
+
+
 class AttentionProducts(nn.Module):
     """The interaction terms of AND-SA as a module (no parameters), so that forward hooks see ``q, k, v``.
 
@@ -287,6 +352,20 @@ class AllNeuronSelfAttention(CheckpointedSegments, nn.Module):
         self.norm = TimeDistributed(nn.BatchNorm2d(channels))
         self.mlp = SpikingMLP(channels, channels, kernel_size, neuron, spiking, spike_driven)
 
+    def _token_major(self, *operands: torch.Tensor) -> bool:
+        """Whether the attention runs :func:`token_major_attention`: channels-last operands (``channels_last``
+        networks), no gradient to compute (inference), the fused method and the per-pixel layout of the heads, no
+        trace, and no hook on :class:`AttentionProducts` (operation counters see the per-head ``q, k, v`` there)."""
+        hooked = self.attention._forward_hooks or self.attention._forward_pre_hooks or nn_hooks._global_forward_hooks
+        return (
+            self.method == "fused"
+            and not self.faithful_layout
+            and not hooked
+            and not torch.jit.is_tracing()
+            and all(is_channels_last(x) for x in operands)
+            and not (torch.is_grad_enabled() and any(x.requires_grad for x in operands))
+        )
+
     def _merge_heads(self, o: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         # o: (T*B, heads, d, N) -> (T, B, C, H, W)
         if self.faithful_layout:
@@ -301,6 +380,9 @@ class AllNeuronSelfAttention(CheckpointedSegments, nn.Module):
     def _attend(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         s = self.input_neuron(x)
         q, k, v = self.to_q(s), self.to_k(s), self.to_v(s)
+        if self._token_major(q, k, v):  # inference on channels-last activations: no reordering to heads and back
+            terms = token_major_attention(q, k, v, self.num_heads, self.interactions, self.scale)
+            return [terms[name] for name in self.interactions], v
         shape = v.shape
         t, b, c, h, w = shape
         heads = (t * b, self.num_heads, c // self.num_heads, h * w)

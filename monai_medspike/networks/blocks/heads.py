@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from monai_medspike.networks.blocks.convolutions import conv_bn, neuron_before
-from monai_medspike.networks.layers import DEFAULT_NEURON, TimeDistributed, as_format_of
+from monai_medspike.networks.layers import DEFAULT_NEURON, TimeDistributed, time_mean
 
 __all__ = ["SegmentationHead", "SideMaskHead"]
 
@@ -37,8 +37,8 @@ class _Head(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.spike_driven:
-            return self.classifier(self.merge(x)).mean(dim=0)
-        return self.classifier(self.merge(as_format_of(x.mean(dim=0), x)))
+            return time_mean(self.classifier(self.merge(x)))
+        return self.classifier(self.merge(time_mean(x)))
 
 
 class SegmentationHead(_Head):

@@ -11,7 +11,7 @@ from .neurons import (
     get_surrogate,
     is_neuron,
 )
-from .temporal import TimeDistributed, as_format_of, encode_direct, is_channels_last
+from .temporal import TimeDistributed, as_format_of, encode_direct, is_channels_last, time_mean
 
 __all__ = [
     "DEFAULT_NEURON",
@@ -26,5 +26,6 @@ __all__ = [
     "get_neuron_layer",
     "get_surrogate",
     "is_channels_last",
+    "time_mean",
     "is_neuron",
 ]

@@ -6,8 +6,8 @@ gradient are all recomputed in the backward pass. The forward pass is spikingjel
 so the spikes agree bit for bit; the gradients are those of the same recurrence with a detached reset (tested
 against spikingjelly's autograd).
 
-On the CPU, float32 inputs laid out densely with time outermost (contiguous, or channels-last per step) run a
-fused C kernel (:mod:`~monai_medspike.networks.layers.lif_kernel`: one
+On the CPU, float32 and bfloat16 inputs laid out densely with time outermost (contiguous, or channels-last per step)
+run a fused C kernel (:mod:`~monai_medspike.networks.layers.lif_kernel`: one
 pass over memory each way instead of about five forward and eight backward, the same float operations in the same
 order, so spikes and membranes are identical to the eager code below). It keeps only its input for the backward
 pass, as a ReLU does, and recomputes ``H`` from it there, so its forward allocates nothing but the spikes.
@@ -34,7 +34,10 @@ import torch
 
 from monai_medspike.networks.layers import lif_kernel
 
-__all__ = ["lean_lif_multi_step", "surrogate_derivative"]
+__all__ = ["LOW_PRECISION", "lean_lif_multi_step", "surrogate_derivative"]
+
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+"""Input dtypes (mixed precision, e.g. under ``torch.autocast``) whose membranes are integrated in float32."""
 
 
 def surrogate_derivative(kind: str, alpha: float, x: torch.Tensor) -> torch.Tensor:
@@ -104,11 +107,11 @@ def time_major_dense(x_seq: torch.Tensor) -> bool:
 
 
 def _use_kernel(x_seq: torch.Tensor) -> bool:
-    """The fused C kernel runs for non-empty float32 CPU tensors laid out time-major and dense (contiguous, or
-    channels-last per step) when it is enabled and builds."""
+    """The fused C kernel runs for non-empty float32 or bfloat16 CPU tensors laid out time-major and dense
+    (contiguous, or channels-last per step) when it is enabled and builds."""
     return (
         x_seq.device.type == "cpu"
-        and x_seq.dtype == torch.float32
+        and x_seq.dtype in lif_kernel.DTYPES
         and time_major_dense(x_seq)
         and lif_kernel.kernel_available()
     )
@@ -190,9 +193,15 @@ def lean_lif_multi_step(
             allocated for it (for callers that start every sequence from rest).
 
     Returns:
-        ``(spikes, v)``: spikes ``(T, ...)`` in {0, 1} and the membrane potential after the last step (no gradient),
-        or None with ``keep_v=False``.
+        ``(spikes, v)``: spikes ``(T, ...)`` in {0, 1} of ``x_seq``'s dtype and the membrane potential after the last
+        step (no gradient), or None with ``keep_v=False``.
+
+    A bfloat16 or float16 input (mixed precision) is integrated in float32: membranes, threshold and surrogate
+    gradient in float32, spikes (exact, 0 or 1) and the input's gradient (rounded to nearest) in the input's dtype.
+    On the CPU the fused kernel does this for bfloat16 in its one pass; elsewhere the input is copied to float32.
     """
-    return _LeanLIF.apply(
-        x_seq, float(tau), float(v_threshold), v_reset, bool(decay_input), surrogate, float(alpha), bool(keep_v)
-    )
+    args = (float(tau), float(v_threshold), v_reset, bool(decay_input), surrogate, float(alpha), bool(keep_v))
+    if x_seq.dtype in LOW_PRECISION and not _use_kernel(x_seq):
+        spikes, v = _LeanLIF.apply(x_seq.float(), *args)
+        return spikes.to(x_seq.dtype), v
+    return _LeanLIF.apply(x_seq, *args)

@@ -12,18 +12,31 @@
  * keeps the input for the backward pass, as a ReLU or GELU does, and allocates no membrane sequence at all.
  *
  * Layout: every sequence is (T, n) contiguous, element i of step t at t * n + i.
+ *
+ * bfloat16 (mixed precision): lif_forward_bf16 and lif_backward_bf16 read and write bfloat16 tensors but integrate
+ * in float32 (each block is widened into a local float buffer, exactly), so membranes, threshold and surrogate are
+ * those of the float32 kernel on the widened input. Spikes (0 or 1) are exact in bfloat16; the input's gradient is
+ * rounded to nearest even, as torch rounds float32 to bfloat16.
  */
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define LIF_BLOCK 1024
-#define LIF_ABI 2
+#define LIF_ABI 3
 
 /* parallel only when the work pays for starting the threads */
 #define LIF_PARALLEL_MIN 32768
 
 int lif_kernel_abi(void) { return LIF_ABI; }
+
+/* the blocks of a step of n elements, the length of the block from start, and whether to start threads */
+static inline int64_t lif_blocks(int64_t n) { return (n + LIF_BLOCK - 1) / LIF_BLOCK; }
+static inline int64_t lif_len(int64_t n, int64_t start) { return n - start < LIF_BLOCK ? n - start : LIF_BLOCK; }
+static inline int lif_parallel(int threads, int64_t steps, int64_t n) {
+    return threads > 1 && steps * n >= LIF_PARALLEL_MIN;
+}
 
 /*
  * One step of a block: H from the membrane v and the input x, the spike, the membrane after the reset.
@@ -43,6 +56,30 @@ static inline void lif_step(const float *restrict xt, float *restrict st, float 
     }
 }
 
+/* one step, the variant chosen from the flags (write_s = write_h = 0 is not a case) */
+static inline void lif_step_any(const float *restrict xt, float *restrict st, float *restrict ht, float *restrict v,
+                                int64_t len, float tau, float v_th, float rest, int hard_reset, int decay_input,
+                                int write_s, int write_h) {
+#define LIF_VARIANT(R, D, S, H) lif_step(xt, st, ht, v, len, tau, v_th, rest, R, D, S, H)
+    if (write_s && !write_h) {
+        if (hard_reset && decay_input) LIF_VARIANT(1, 1, 1, 0);
+        else if (hard_reset) LIF_VARIANT(1, 0, 1, 0);
+        else if (decay_input) LIF_VARIANT(0, 1, 1, 0);
+        else LIF_VARIANT(0, 0, 1, 0);
+    } else if (!write_s) { /* H only */
+        if (hard_reset && decay_input) LIF_VARIANT(1, 1, 0, 1);
+        else if (hard_reset) LIF_VARIANT(1, 0, 0, 1);
+        else if (decay_input) LIF_VARIANT(0, 1, 0, 1);
+        else LIF_VARIANT(0, 0, 0, 1);
+    } else {
+        if (hard_reset && decay_input) LIF_VARIANT(1, 1, 1, 1);
+        else if (hard_reset) LIF_VARIANT(1, 0, 1, 1);
+        else if (decay_input) LIF_VARIANT(0, 1, 1, 1);
+        else LIF_VARIANT(0, 0, 1, 1);
+    }
+#undef LIF_VARIANT
+}
+
 /*
  * all steps of one block of len elements from start, v left at the last membrane. Callers write the spikes, H or
  * both: write_s = write_h = 0 is not a case.
@@ -53,27 +90,8 @@ static void lif_block(const float *restrict x, float *restrict spikes, float *re
     for (int64_t i = 0; i < len; ++i) v[i] = rest;
     for (int64_t t = 0; t < steps; ++t) {
         const int64_t at = t * n + start;
-        const float *xt = x + at;
-        float *st = write_s ? spikes + at : NULL;
-        float *ht = write_h ? h + at : NULL;
-#define LIF_VARIANT(R, D, S, H) lif_step(xt, st, ht, v, len, tau, v_th, rest, R, D, S, H)
-        if (write_s && !write_h) {
-            if (hard_reset && decay_input) LIF_VARIANT(1, 1, 1, 0);
-            else if (hard_reset) LIF_VARIANT(1, 0, 1, 0);
-            else if (decay_input) LIF_VARIANT(0, 1, 1, 0);
-            else LIF_VARIANT(0, 0, 1, 0);
-        } else if (!write_s) { /* H only */
-            if (hard_reset && decay_input) LIF_VARIANT(1, 1, 0, 1);
-            else if (hard_reset) LIF_VARIANT(1, 0, 0, 1);
-            else if (decay_input) LIF_VARIANT(0, 1, 0, 1);
-            else LIF_VARIANT(0, 0, 0, 1);
-        } else {
-            if (hard_reset && decay_input) LIF_VARIANT(1, 1, 1, 1);
-            else if (hard_reset) LIF_VARIANT(1, 0, 1, 1);
-            else if (decay_input) LIF_VARIANT(0, 1, 1, 1);
-            else LIF_VARIANT(0, 0, 1, 1);
-        }
-#undef LIF_VARIANT
+        lif_step_any(x + at, write_s ? spikes + at : NULL, write_h ? h + at : NULL, v, len, tau, v_th, rest,
+                     hard_reset, decay_input, write_s, write_h);
     }
 }
 
@@ -85,12 +103,11 @@ static void lif_block(const float *restrict x, float *restrict spikes, float *re
 void lif_forward(const float *restrict x, float *restrict spikes, float *restrict h, float *restrict v_last,
                  int64_t steps, int64_t n, float tau, float v_th, float rest, int hard_reset, int decay_input,
                  int threads) {
-    const int64_t blocks = (n + LIF_BLOCK - 1) / LIF_BLOCK;
-    const int parallel = threads > 1 && steps * n >= LIF_PARALLEL_MIN;
+    const int64_t blocks = lif_blocks(n);
+    const int parallel = lif_parallel(threads, steps, n);
 #pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
     for (int64_t b = 0; b < blocks; ++b) {
-        const int64_t start = b * LIF_BLOCK;
-        const int64_t len = n - start < LIF_BLOCK ? n - start : LIF_BLOCK;
+        const int64_t start = b * LIF_BLOCK, len = lif_len(n, start);
         float v[LIF_BLOCK];
         lif_block(x, spikes, h, v, steps, n, start, len, tau, v_th, rest, hard_reset, decay_input, 1, h != NULL);
         if (v_last != NULL) memcpy(v_last + start, v, (size_t)len * sizeof(float));
@@ -157,14 +174,13 @@ static inline void lif_step_back(float *restrict io, const float *restrict gt, f
 void lif_backward(const float *restrict x, const float *restrict grad_s, float *restrict grad_x, int64_t steps,
                   int64_t n, float tau, float v_th, float rest, int hard_reset, int decay_input, int surrogate,
                   float alpha, int threads) {
-    const int64_t blocks = (n + LIF_BLOCK - 1) / LIF_BLOCK;
-    const int parallel = threads > 1 && steps * n >= LIF_PARALLEL_MIN;
+    const int64_t blocks = lif_blocks(n);
+    const int parallel = lif_parallel(threads, steps, n);
     const float keep = 1.0f - 1.0f / tau;
     const float scale_x = decay_input ? 1.0f / tau : 1.0f;
 #pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
     for (int64_t b = 0; b < blocks; ++b) {
-        const int64_t start = b * LIF_BLOCK;
-        const int64_t len = n - start < LIF_BLOCK ? n - start : LIF_BLOCK;
+        const int64_t start = b * LIF_BLOCK, len = lif_len(n, start);
         float next[LIF_BLOCK];
         /* H into grad_x (next serves as the membrane buffer meanwhile) */
         lif_block(x, NULL, grad_x, next, steps, n, start, len, tau, v_th, rest, hard_reset, decay_input, 0, 1);
@@ -182,4 +198,95 @@ void lif_backward(const float *restrict x, const float *restrict grad_s, float *
                 lif_step_back(ht, grad_s + at, next, len, v_th, alpha, keep, scale_x, 0, 1);
         }
     }
+}
+
+/* bfloat16 <-> float32: widening is exact; narrowing rounds to nearest even (NaN stays NaN), as torch does */
+static inline float lif_from_bf16(uint16_t b) {
+    const uint32_t bits = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline uint16_t lif_to_bf16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)0x7fc0u;
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return (uint16_t)(bits >> 16);
+}
+
+static inline void lif_widen(const uint16_t *restrict src, float *restrict dst, int64_t len) {
+    for (int64_t i = 0; i < len; ++i) dst[i] = lif_from_bf16(src[i]);
+}
+
+/* lif_forward for bfloat16 x and spikes; v_last (float32) as there */
+void lif_forward_bf16(const uint16_t *restrict x, uint16_t *restrict spikes, float *restrict v_last, int64_t steps,
+                      int64_t n, float tau, float v_th, float rest, int hard_reset, int decay_input, int threads) {
+    const int64_t blocks = lif_blocks(n);
+    const int parallel = lif_parallel(threads, steps, n);
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+    for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t start = b * LIF_BLOCK, len = lif_len(n, start);
+        float v[LIF_BLOCK], xt[LIF_BLOCK], st[LIF_BLOCK];
+        for (int64_t i = 0; i < len; ++i) v[i] = rest;
+        for (int64_t t = 0; t < steps; ++t) {
+            const int64_t at = t * n + start;
+            lif_widen(x + at, xt, len);
+            lif_step_any(xt, st, NULL, v, len, tau, v_th, rest, hard_reset, decay_input, 1, 0);
+            for (int64_t i = 0; i < len; ++i) spikes[at + i] = st[i] != 0.0f ? (uint16_t)0x3f80u : (uint16_t)0;
+        }
+        if (v_last != NULL) memcpy(v_last + start, v, (size_t)len * sizeof(float));
+    }
+}
+
+/*
+ * lif_backward for bfloat16 x, grad_s and grad_x: the membranes of a block are recomputed in float32 into a buffer
+ * of steps x LIF_BLOCK floats per thread. Returns 0, or -1 if that buffer could not be allocated (grad_x is then
+ * not fully written).
+ */
+int lif_backward_bf16(const uint16_t *restrict x, const uint16_t *restrict grad_s, uint16_t *restrict grad_x,
+                      int64_t steps, int64_t n, float tau, float v_th, float rest, int hard_reset, int decay_input,
+                      int surrogate, float alpha, int threads) {
+    const int64_t blocks = lif_blocks(n);
+    const int parallel = lif_parallel(threads, steps, n);
+    const float keep = 1.0f - 1.0f / tau;
+    const float scale_x = decay_input ? 1.0f / tau : 1.0f;
+    int failed = 0;
+#pragma omp parallel num_threads(threads) if (parallel)
+    {
+        float *h = malloc((size_t)steps * LIF_BLOCK * sizeof(float));
+        if (h == NULL) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < blocks; ++b) {
+            if (h == NULL) continue;
+            const int64_t start = b * LIF_BLOCK, len = lif_len(n, start);
+            float next[LIF_BLOCK], buf[LIF_BLOCK];
+            for (int64_t i = 0; i < len; ++i) next[i] = rest; /* the membrane meanwhile */
+            for (int64_t t = 0; t < steps; ++t) {
+                lif_widen(x + t * n + start, buf, len);
+                lif_step_any(buf, NULL, h + t * len, next, len, tau, v_th, rest, hard_reset, decay_input, 0, 1);
+            }
+            for (int64_t i = 0; i < len; ++i) next[i] = 0.0f;
+            for (int64_t t = steps - 1; t >= 0; --t) {
+                const int64_t at = t * n + start;
+                float *ht = h + t * len;
+                lif_widen(grad_s + at, buf, len);
+                if (hard_reset && surrogate == 0)
+                    lif_step_back(ht, buf, next, len, v_th, alpha, keep, scale_x, 1, 0);
+                else if (hard_reset)
+                    lif_step_back(ht, buf, next, len, v_th, alpha, keep, scale_x, 1, 1);
+                else if (surrogate == 0)
+                    lif_step_back(ht, buf, next, len, v_th, alpha, keep, scale_x, 0, 0);
+                else
+                    lif_step_back(ht, buf, next, len, v_th, alpha, keep, scale_x, 0, 1);
+                for (int64_t i = 0; i < len; ++i) grad_x[at + i] = lif_to_bf16(ht[i]);
+            }
+        }
+        free(h);
+    }
+    return failed ? -1 : 0;
 }

@@ -1,4 +1,4 @@
-"""Build, cache and call the fused C kernel of the lean LIF (``lif_kernel.c``) for float32 CPU tensors.
+"""Build, cache and call the fused C kernel of the lean LIF (``lif_kernel.c``) for float32 and bfloat16 CPU tensors.
 
 The C source ships with the package and is compiled with the system C compiler (``$CC``, else ``cc``, ``gcc`` or
 ``clang``) into a shared library under ``$XDG_CACHE_HOME/monai_medspike`` (``~/.cache/monai_medspike``), named by a
@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 __all__ = [
+    "DTYPES",
     "ENV_VAR",
     "backward",
     "calls",
@@ -46,7 +47,10 @@ ENV_VAR = "MONAI_MEDSPIKE_LIF_KERNEL"
 """Environment variable: ``0`` (or ``false``, ``off``, ``no``) turns the kernel off."""
 
 _SOURCE = Path(__file__).with_name("lif_kernel.c")
-_ABI = 2  # LIF_ABI in the C source
+_ABI = 3  # LIF_ABI in the C source
+
+DTYPES = (torch.float32, torch.bfloat16)
+"""The input dtypes the kernel takes; bfloat16 is integrated in float32 (see :func:`forward`)."""
 _SURROGATES = {"sigmoid": 0, "atan": 1}
 
 calls = {"forward": 0, "backward": 0}
@@ -162,6 +166,10 @@ def _open(path: Path) -> ctypes.CDLL:
     lib.lif_forward.restype = None
     lib.lif_backward.argtypes = [ptr, ptr, ptr, i64, i64, f32, f32, f32, i32, i32, i32, f32, i32]
     lib.lif_backward.restype = None
+    lib.lif_forward_bf16.argtypes = [ptr, ptr, ptr, i64, i64, f32, f32, f32, i32, i32, i32]
+    lib.lif_forward_bf16.restype = None
+    lib.lif_backward_bf16.argtypes = [ptr, ptr, ptr, i64, i64, f32, f32, f32, i32, i32, i32, f32, i32]
+    lib.lif_backward_bf16.restype = ctypes.c_int
     return lib
 
 
@@ -239,23 +247,34 @@ def forward(
     with_membrane: bool = False,
     with_last: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """``(spikes, H, V_T)`` of a float32 CPU ``x_seq`` ``(T, ...)``; needs :func:`kernel_available`.
+    """``(spikes, H, V_T)`` of a float32 or bfloat16 CPU ``x_seq`` ``(T, ...)``; needs :func:`kernel_available`.
 
     ``x_seq`` must be dense with ``T`` outermost (``lean_lif.time_major_dense``); the outputs take its layout.
 
     ``H`` (the membranes before firing) is only computed with ``with_membrane=True``, else it is None: the backward
     pass recomputes it from ``x_seq``. ``V_T`` (the membrane after the last step) is None with ``with_last=False``.
+
+    A bfloat16 ``x_seq`` is integrated in float32, exactly as the float32 kernel integrates ``x_seq.float()``: the
+    spikes are the same, in bfloat16 (0 and 1 are exact), ``V_T`` is float32, and ``H`` cannot be asked for.
     """
     lib = _library()
     steps = x_seq.shape[0]
     spikes = torch.empty_like(x_seq)
-    h_seq = torch.empty_like(x_seq) if with_membrane else None
-    v = torch.empty_like(x_seq[0]) if with_last else None
+    v = torch.empty_like(x_seq[0], dtype=torch.float32) if with_last else None
     rest = 0.0 if v_reset is None else v_reset
+    common = (steps, x_seq.numel() // steps, tau, v_threshold, rest, v_reset is not None, decay_input)
+    if x_seq.dtype == torch.bfloat16:
+        if with_membrane:
+            raise ValueError("with_membrane=True needs a float32 x_seq; the bfloat16 kernel does not return H.")
+        lib.lif_forward_bf16(  # type: ignore[union-attr]
+            x_seq.data_ptr(), spikes.data_ptr(), None if v is None else v.data_ptr(), *common, torch.get_num_threads()
+        )
+        calls["forward"] += 1
+        return spikes, None, v
+    h_seq = torch.empty_like(x_seq) if with_membrane else None
     lib.lif_forward(  # type: ignore[union-attr]
         x_seq.data_ptr(), spikes.data_ptr(), None if h_seq is None else h_seq.data_ptr(),
-        None if v is None else v.data_ptr(), steps, x_seq.numel() // steps, tau, v_threshold, rest,
-        v_reset is not None, decay_input, torch.get_num_threads(),
+        None if v is None else v.data_ptr(), *common, torch.get_num_threads(),
     )  # fmt: skip
     calls["forward"] += 1
     return spikes, h_seq, v
@@ -271,21 +290,30 @@ def backward(
     surrogate: str,
     alpha: float,
 ) -> torch.Tensor:
-    """Gradient of the input from the input ``x_seq`` itself (float32 CPU, time-major dense) and the spikes' gradient.
+    """Gradient of the input from the input ``x_seq`` itself (float32 or bfloat16 CPU, time-major dense) and the
+    spikes' gradient, in ``x_seq``'s dtype (bfloat16: computed in float32, rounded to nearest even).
 
     The membranes are recomputed from ``x_seq`` with the forward's operations, so they equal the forward's.
+
+    Raises:
+        MemoryError: the bfloat16 kernel could not allocate its membrane buffer.
     """
     lib = _library()
     if surrogate not in _SURROGATES:
         raise ValueError(f"surrogate must be 'sigmoid' or 'atan', got {surrogate!r}.")
-    if grad_spikes.dtype != torch.float32 or grad_spikes.stride() != x_seq.stride():
+    if grad_spikes.dtype != x_seq.dtype or grad_spikes.stride() != x_seq.stride():
         grad_spikes = torch.empty_like(x_seq).copy_(grad_spikes)  # the kernel walks all three in the same layout
     grad_x = torch.empty_like(x_seq)
     steps = x_seq.shape[0]
     rest = 0.0 if v_reset is None else v_reset
-    lib.lif_backward(  # type: ignore[union-attr]
+    args = (
         x_seq.data_ptr(), grad_spikes.data_ptr(), grad_x.data_ptr(), steps, x_seq.numel() // steps, tau,
         v_threshold, rest, v_reset is not None, decay_input, _SURROGATES[surrogate], alpha, torch.get_num_threads(),
     )  # fmt: skip
+    if x_seq.dtype == torch.bfloat16:
+        if lib.lif_backward_bf16(*args) != 0:  # type: ignore[union-attr]
+            raise MemoryError("The LIF kernel could not allocate its membrane buffer (steps x 1024 floats per thread).")
+    else:
+        lib.lif_backward(*args)  # type: ignore[union-attr]
     calls["backward"] += 1
     return grad_x

@@ -20,7 +20,7 @@ from monai.networks.layers.factories import Act, LayerFactory, split_args
 from spikingjelly.activation_based import neuron as sj_neuron
 from spikingjelly.activation_based import surrogate as sj_surrogate
 
-from monai_medspike.networks.layers.lean_lif import lean_lif_multi_step
+from monai_medspike.networks.layers.lean_lif import LOW_PRECISION, lean_lif_multi_step
 
 __all__ = [
     "DEFAULT_NEURON",
@@ -70,6 +70,14 @@ def _lif_reference(
 _LEAN_SURROGATES = {sj_surrogate.Sigmoid: "sigmoid", sj_surrogate.ATan: "atan"}
 
 
+def _in_float32(run: Callable[[torch.Tensor], torch.Tensor], x_seq: torch.Tensor) -> torch.Tensor:
+    """``run(x_seq)`` with a bfloat16 or float16 ``x_seq`` integrated in float32 (the membrane, the threshold
+    comparison and the surrogate gradient), the spikes returned in ``x_seq``'s dtype (0 and 1 are exact)."""
+    if x_seq.dtype not in LOW_PRECISION:
+        return run(x_seq)
+    return run(x_seq.float()).to(x_seq.dtype)
+
+
 class LIFNode(sj_neuron.LIFNode):
     """spikingjelly's ``LIFNode`` with a memory-lean training path and a traceable forward.
 
@@ -81,6 +89,8 @@ class LIFNode(sj_neuron.LIFNode):
       previous call) use spikingjelly.
     - While tracing for TorchScript export the forward is written in plain torch ops: spikingjelly's custom
       operator (``sj_lif``) cannot be carried by a TorchScript file.
+    - Mixed precision: a bfloat16 or float16 input (``torch.autocast``) is integrated in float32 on every path, so
+      the threshold is applied to a float32 membrane; the spikes come back in the input's dtype.
 
     Args:
         lean: use the memory-lean path where it applies; False always uses spikingjelly.
@@ -116,7 +126,6 @@ class LIFNode(sj_neuron.LIFNode):
             and self.detach_reset
             and not self.store_v_seq
             and isinstance(self.v, float)  # at rest: reset since the last call
-            and getattr(self, "_neuron_precision", None) is None
         ):
             spikes, v = lean_lif_multi_step(
                 x_seq,
@@ -132,17 +141,18 @@ class LIFNode(sj_neuron.LIFNode):
                 self.v = v
             self.v_seq = None
             return spikes
-        return super().multi_step_forward(x_seq, *args, **kwargs)
+        return _in_float32(lambda x: super(LIFNode, self).multi_step_forward(x, *args, **kwargs), x_seq)
 
 
 class ParametricLIFNode(sj_neuron.ParametricLIFNode):
-    """spikingjelly's ``ParametricLIFNode`` (learnable ``1 / tau = sigmoid(w)``), traceable like :class:`LIFNode`."""
+    """spikingjelly's ``ParametricLIFNode`` (learnable ``1 / tau = sigmoid(w)``), traceable like :class:`LIFNode`,
+    integrating bfloat16 and float16 inputs in float32 like it."""
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args: torch.Tensor, **kwargs: object) -> torch.Tensor:
         if torch.jit.is_tracing():
             q = self.w.sigmoid()
             return _lif_reference(x_seq, lambda a: a * q, self.v_threshold, self.v_reset, self.decay_input)
-        return super().multi_step_forward(x_seq, *args, **kwargs)
+        return _in_float32(lambda x: super(ParametricLIFNode, self).multi_step_forward(x, *args, **kwargs), x_seq)
 
 
 Surrogate = LayerFactory(name="Surrogate gradients", description="Surrogate gradients of the spike function.")

@@ -7,6 +7,7 @@ import torch
 from spikingjelly.activation_based import functional
 
 from monai_medspike.networks.blocks import INTERACTIONS, AllNeuronSelfAttention, all_neuron_attention
+from monai_medspike.networks.blocks.and_attention import token_major_attention
 
 
 def reference_terms(q, k, v, scale):
@@ -166,3 +167,59 @@ def test_ann_twin_block_uses_sigmoid_qkv_and_no_neurons():
 def test_block_bad_heads():
     with pytest.raises(ValueError, match="num_heads"):
         AllNeuronSelfAttention(10, num_heads=4)
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, tuple(x.shape[:2]))
+
+
+@pytest.mark.parametrize("interactions", [INTERACTIONS, ("aa",), ("ai", "ii"), ("ia",)])
+@pytest.mark.parametrize("spiking", [True, False])
+def test_token_major_attention_equals_the_per_head_terms_in_channels_last(interactions, spiking):
+    """Channels-last operands, per head: the direct form's values (float64), results channels-last, no reordering."""
+    t, b, c, h, w, heads = 2, 3, 12, 5, 7, 3
+    g = torch.Generator().manual_seed(1)
+    make = (lambda: (torch.rand(t, b, c, h, w, generator=g) < 0.3).double()) if spiking else (
+        lambda: torch.rand(t, b, c, h, w, generator=g, dtype=torch.float64))  # fmt: skip
+    q, k, v = make(), make(), make()
+    out = token_major_attention(_channels_last(q), _channels_last(k), _channels_last(v), heads, interactions, 0.3)
+    per_head = (t * b, heads, c // heads, h * w)
+    ref = all_neuron_attention(q.reshape(per_head), k.reshape(per_head), v.reshape(per_head), interactions, 0.3,
+                               method="direct")  # fmt: skip
+    assert set(out) == set(interactions)
+    for name, o in out.items():
+        assert o.stride(2) == 1 and o.shape == (t, b, c, h, w)  # channels-last per step
+        torch.testing.assert_close(o, ref[name].reshape(t, b, c, h, w), rtol=0, atol=1e-12)
+
+
+def test_block_takes_the_token_major_form_only_for_channels_last_inference():
+    """A channels-last block without gradients uses the token-major form, with the plain block's output; with
+    gradients, or with a hook on the products (operation counters), it uses the per-head form."""
+    from unittest import mock
+
+    from monai_medspike.networks.blocks import and_attention
+
+    torch.manual_seed(0)
+    block = AllNeuronSelfAttention(16, num_heads=4).double().eval()
+    x = torch.randn(2, 3, 16, 8, 12, dtype=torch.float64) + 1.0
+    with torch.no_grad():
+        ref = block(x)
+    block.to(memory_format=torch.channels_last)
+    seen = []
+    spy = mock.patch.object(and_attention, "token_major_attention", wraps=token_major_attention)
+    with spy as token_major:
+        functional.reset_net(block)
+        with torch.no_grad():
+            out = block(_channels_last(x))
+        assert token_major.call_count == 1
+        functional.reset_net(block)
+        hook = block.attention.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+        with torch.no_grad():
+            hooked = block(_channels_last(x))
+        hook.remove()
+        functional.reset_net(block)
+        with_grad = block(_channels_last(x))
+        assert token_major.call_count == 1  # neither with a hook nor with gradients
+    assert seen == [(6, 4, 4, 96)]  # the hook saw per-head operands
+    for y in (out, hooked, with_grad):
+        torch.testing.assert_close(y, ref, rtol=0, atol=1e-10)

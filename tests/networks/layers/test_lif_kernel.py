@@ -303,3 +303,46 @@ def test_warm_up_builds_nothing_for_a_gpu_run(tmp_path, monkeypatch, kernel_stat
     assert lif_kernel.warm_up("cuda:0") is None and lif_kernel.warm_up(torch.device("cuda")) is None
     assert not (tmp_path / "monai_medspike").exists() and "lib" not in lif_kernel._state
     assert lif_kernel.warm_up("cpu") is not None
+
+
+@pytest.mark.parametrize("surrogate", ["sigmoid", "atan"])
+@pytest.mark.parametrize("v_reset", [0.0, None, -0.2])
+@pytest.mark.parametrize("decay_input", [True, False])
+@pytest.mark.parametrize("inner", [(2, 37, 13), (2, 3, 11011)])
+def test_bfloat16_kernel_integrates_in_float32(surrogate, v_reset, decay_input, inner, monkeypatch):
+    """A bfloat16 input (mixed precision) runs the kernel's bfloat16 entry points: the spikes and last membrane of
+    the float32 eager path on the widened input, and its gradient rounded to bfloat16 as torch rounds it."""
+    settings = {"tau": 2.0, "v_reset": v_reset, "decay_input": decay_input, "surrogate": surrogate}
+    x, grad = inputs((4, *inner), decay_input)
+    x, grad = x.bfloat16(), grad.bfloat16()
+    spikes, v, gx = run(x, grad, True, monkeypatch, **settings)
+    ref_spikes, ref_v, ref_gx = run(x.float(), grad.float(), False, monkeypatch, **settings)
+    assert spikes.dtype == gx.dtype == torch.bfloat16 and v.dtype == torch.float32
+    assert 0 < spikes.float().mean() < 1
+    assert torch.equal(spikes.float(), ref_spikes) and torch.equal(v, ref_v)
+    # the kernel's float32 gradient matches the eager one to float rounding; rounded to bfloat16 both agree except
+    # where that rounding straddles a bfloat16 midpoint (one unit in the last place)
+    diff = (gx.float() - ref_gx.bfloat16().float()).abs()
+    assert (diff > ref_gx.abs() * 2**-6 + 1e-6).sum() == 0
+
+
+def test_bfloat16_without_the_kernel_takes_the_same_path_in_float32(monkeypatch):
+    """Eager path (kernel off): the bfloat16 input is integrated in float32 too; same spikes and gradients."""
+    x, grad = inputs((4, 2, 3, 500), True)
+    x, grad = x.bfloat16(), grad.bfloat16()
+    k_spikes, k_v, k_gx = run(x, grad, True, monkeypatch)
+    e_spikes, e_v, e_gx = run(x, grad, False, monkeypatch)
+    assert e_spikes.dtype == e_gx.dtype == torch.bfloat16
+    assert torch.equal(k_spikes, e_spikes) and torch.equal(k_v, e_v)
+    assert (k_gx != e_gx).float().mean() < 1e-3  # at most a few bfloat16 roundings of float32 values that differ
+
+
+def test_bfloat16_kernel_rounds_gradients_to_nearest_even():
+    """The C narrowing is torch's: exact cases, ties to even, huge values, infinities and NaN."""
+    values = torch.tensor([1.0, 1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-9, -3.3e38, 3.4e38, float("inf"), float("nan")])
+    x = torch.zeros(1, values.numel(), dtype=torch.bfloat16)  # H = x / 2 = 0: below the threshold, slope at u = -1
+    slope = lean_lif.surrogate_derivative("atan", 2.0, torch.tensor(-1.0)).item()
+    grad_s = (values / slope * 2).bfloat16().float()  # what reaches dL/dX after slope and 1 / tau, in bfloat16
+    grad_x = lif_kernel.backward(x, grad_s.bfloat16().view(1, -1), 2.0, 1.0, 0.0, True, "atan", 2.0)
+    expected = (grad_s * slope / 2).bfloat16()
+    assert torch.equal(grad_x.view(-1)[:-1], expected[:-1]) and grad_x.view(-1)[-1].isnan()

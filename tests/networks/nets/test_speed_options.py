@@ -1,5 +1,6 @@
 """The speed and memory options of MedSpikeFormer give the plain network's results: channels-last memory format,
-activation checkpointing (``use_checkpoint``) and batch-norm folding for inference."""
+activation checkpointing (``use_checkpoint``) and batch-norm folding for inference; bfloat16 mixed precision
+(``precision``) keeps neurons, parameters and outputs in float32."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import torch
 import torch.nn as nn
 
 from monai_medspike.metrics import FiringRateMonitor
-from monai_medspike.networks.layers import lif_kernel
+from monai_medspike.networks.layers import LIFNode, lif_kernel
+from monai_medspike.networks.layers.neurons import _lif_reference
 from monai_medspike.networks.nets import MedSpikeFormer
 from monai_medspike.networks.utils import fold_batch_norm
 from tests.helpers import SMALL, saved_bytes
@@ -164,3 +166,96 @@ def test_fold_batch_norm_refuses_a_network_in_training_mode():
     with pytest.raises(ValueError, match=r"eval mode.*network\.eval\(\)"):
         fold_batch_norm(net)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) > 20  # nothing was changed
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bfloat16_autocasts_the_layers_and_fires_on_float32_membranes(layout, channels_last):
+    """precision="bfloat16": convolutions run in bfloat16, every neuron's spikes are those of a float32 membrane
+    fed with its (bfloat16) input, and logits, side outputs, parameters and gradients stay float32."""
+    _, net = _pair(layout, channels_last=channels_last, precision="bfloat16")
+    conv_inputs, checked = [], []
+
+    def on_conv(module, args, out):
+        conv_inputs.append(args[0].dtype)
+
+    def on_neuron(module, args, out):
+        x = args[0]
+        assert out.dtype == x.dtype and out.unique().tolist() in ([0.0], [1.0], [0.0, 1.0])
+        ref = _lif_reference(x.detach().float(), lambda a: a / module.tau, module.v_threshold, module.v_reset,
+                             module.decay_input)  # fmt: skip
+        assert torch.equal(out.detach().float(), ref)
+        checked.append(x.dtype)
+
+    hooks = [m.register_forward_hook(on_neuron) for m in net.modules() if isinstance(m, LIFNode)]
+    hooks += [m.register_forward_hook(on_conv) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    out, grads = _train_step(net, torch.rand(2, 1, 32, 48))
+    for hook in hooks:
+        hook.remove()
+    assert conv_inputs.count(torch.bfloat16) > 0.8 * len(conv_inputs)
+    assert checked.count(torch.bfloat16) > 0.8 * len(checked) and len(checked) > 20
+    assert out.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads.values())
+    assert all(p.dtype == torch.float32 for p in net.state_dict().values() if p.is_floating_point())
+    assert all(s.dtype == torch.float32 for s in net.eval().forward_with_side_outputs(torch.rand(1, 1, 32, 32))[1])
+
+
+def test_bfloat16_ann_twin_is_float32_up_to_bfloat16_rounding():
+    """Without thresholds (the ANN twin) the bfloat16 forward differs from the float32 one by rounding only."""
+    plain, bf16 = (n.ann_twin() for n in _pair("published", precision="bfloat16"))
+    bf16.load_state_dict(plain.state_dict())
+    assert bf16.precision == "bfloat16" and plain.precision == "float32"
+    x = torch.rand(2, 1, 32, 32)
+    plain.eval(), bf16.eval()
+    with torch.no_grad():
+        ref, out = plain(x), bf16(x)
+    assert out.dtype == torch.float32 and not torch.equal(out, ref)  # it did run in bfloat16
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_precision_is_checked_switchable_and_not_traced():
+    with pytest.raises(ValueError, match=r"precision must be one of \('float32', 'bfloat16'\), got 'float16'"):
+        MedSpikeFormer(in_channels=1, precision="float16", **SMALL)
+    plain, net = _pair("published", precision="bfloat16")
+    net.precision = "float32"  # switched on an existing network: the float32 forward again, the twin follows
+    plain.eval(), net.eval()
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(net(x), plain(x)) and net.ann_twin().precision == "float32"
+        net.precision = "bfloat16"
+        traced = torch.jit.trace(net, x, check_trace=False)  # exported in float32 (TorchScript has no autocast)
+        torch.testing.assert_close(traced(x), plain(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="precision"):
+        net.precision = "half"
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_channels_last_inference_is_the_same_network(layout):
+    """Eval mode without gradients (the token-major attention and the step-wise time mean): the default layout's
+    logits and side outputs, in float64 to 1e-10."""
+    plain, cl = _pair(layout, torch.float64, channels_last=True)
+    plain.eval(), cl.eval()
+    x = torch.rand(2, 1, 32, 48, dtype=torch.float64)
+    with torch.no_grad():
+        (out, side), (out_cl, side_cl) = plain.forward_with_side_outputs(x), cl.forward_with_side_outputs(x)
+    torch.testing.assert_close(out_cl, out, rtol=0, atol=1e-10)
+    for s, s_cl in zip(side, side_cl, strict=True):
+        torch.testing.assert_close(s_cl, s, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_time_mean_is_the_mean_over_steps_in_the_steps_layout(channels_last):
+    from monai_medspike.networks.layers import time_mean
+
+    x = torch.randn(4, 2, 3, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    if channels_last:
+        x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (4, 2))
+    x.requires_grad_(True)
+    out = time_mean(x)
+    torch.testing.assert_close(out, x.mean(dim=0), rtol=0, atol=1e-15)
+    assert out.stride() == x[0].stride()
+    out.square().sum().backward()
+    torch.testing.assert_close(x.grad, (2 * x.mean(dim=0) / 4).expand_as(x), rtol=0, atol=1e-15)
+    low = x.detach().bfloat16()
+    assert time_mean(low).dtype == torch.bfloat16
+    torch.testing.assert_close(time_mean(low).double(), low.double().mean(dim=0), rtol=2**-8, atol=0)
+    assert torch.equal(time_mean(x[:1]), x[0])
