@@ -10,7 +10,10 @@ input), on random spikes (rate 0.1-0.3), interleaved, medians of ``--repeats``:
 
 - ``terms``: the four interaction terms from Q, K, V (forward + backward), what the fused form replaces;
 - ``block``: the whole ``AllNeuronSelfAttention`` block (projections, neurons, per-term convolutions, MLPs) with
-  ``method="fused"`` and ``method="direct"``, train mode, forward + backward.
+  ``method="fused"`` and ``method="direct"``, train mode, forward + backward;
+- ``channels-last terms``: the four terms from channels-last ``(T, B, C, H, W)`` activations (as a
+  ``channels_last`` network has them), forward + backward, by the per-head fused form (reordered into heads and
+  back, as the block did before) and by the token-major form (``token_major_attention``, no reordering).
 
 Also checks that both forms agree within float32 rounding on the same spikes.
 """
@@ -25,6 +28,7 @@ from _bench import machine, median, pick_device, timed, write_json
 from spikingjelly.activation_based.functional import reset_net
 
 from monai_medspike.networks.blocks import AllNeuronSelfAttention, all_neuron_attention
+from monai_medspike.networks.blocks.and_attention import token_major_attention
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -67,11 +71,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         return step
 
+    # channels-last activations, as a channels_last network holds them: (T, B, C, H, W), channels innermost
+    five = (args.time_steps, args.batch, args.channels, args.size, args.size)
+
+    def channels_last(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(five).flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, five[:2])
+
+    cl_leaves = [channels_last(t).requires_grad_(True) for t in (q, k, v)]
+    cl_grads = [channels_last(t) for t in grads]
+    with torch.no_grad():
+        token_major = token_major_attention(*cl_leaves, args.heads, scale=scale)
+        cl_error = max(float((token_major[t] - fused[t].reshape(five)).abs().max()) for t in token_major)
+
+    def cl_terms(form: str):
+        def step() -> None:
+            for leaf in cl_leaves:
+                leaf.grad = None
+            if form == "token-major":
+                out = list(token_major_attention(*cl_leaves, args.heads, scale=scale).values())
+            else:  # into heads (a copy), the fused form, back to channels-last (a copy)
+                heads = all_neuron_attention(*(t.reshape(shape) for t in cl_leaves), scale=scale)
+                out = [channels_last(o) for o in heads.values()]
+            torch.autograd.backward(out, cl_grads)
+
+        return step
+
     cases = {
         "terms fused": terms("fused"),
         "terms direct": terms("direct"),
         "block fused": block("fused"),
         "block direct": block("direct"),
+        "CL terms per-head": cl_terms("per-head"),
+        "CL terms token-major": cl_terms("token-major"),
     }
     for fn in cases.values():
         fn()  # warm-up
@@ -84,12 +115,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": vars(args),
         "machine": machine(device),
         "max_abs_difference": max_error,
+        "max_abs_difference_token_major": cl_error,
         "largest_value": largest,
         "times_s": times,
         "median_s": medians,
         "speedup": {
             "terms": medians["terms direct"] / medians["terms fused"],
             "block": medians["block direct"] / medians["block fused"],
+            "channels_last_terms": medians["CL terms per-head"] / medians["CL terms token-major"],
         },
     }
 
@@ -107,11 +140,13 @@ def main() -> None:
     args = p.parse_args()
     payload = run(args)
     for name, value in payload["median_s"].items():
-        print(f"{name:<14} {value * 1e3:9.1f} ms")
+        print(f"{name:<22} {value * 1e3:9.1f} ms")
     speedup = payload["speedup"]
     print(f"speed-up of the fused form: terms {speedup['terms']:.2f}x, block {speedup['block']:.2f}x")
+    print(f"speed-up of the token-major form on channels-last activations: {speedup['channels_last_terms']:.2f}x")
     print(
-        f"largest |fused - direct| = {payload['max_abs_difference']:.3g} (values up to {payload['largest_value']:.3g})"
+        f"largest |fused - direct| = {payload['max_abs_difference']:.3g} (values up to {payload['largest_value']:.3g}),"
+        f" |token-major - per-head| = {payload['max_abs_difference_token_major']:.3g}"
     )
     print(f"wrote {write_json(payload, args.out, 'attention.json')}")
 

@@ -40,7 +40,7 @@ from monai.networks.nets import BasicUNet
 
 from monai_medspike.bundle import load_weights
 from monai_medspike.data import get_transforms
-from monai_medspike.networks.utils import fold_batch_norm
+from monai_medspike.networks.utils import fold_for_inference
 from monai_medspike.utils import keep_freed_memory
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             load_weights(net, args.checkpoint)
         net = net.to(device).eval()
         if fold:
-            fold_batch_norm(net)
+            fold_for_inference(net)
         return net
 
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["fold_batch_norm"]
+__all__ = ["fold_batch_norm", "fold_for_inference"]
 
 _FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
@@ -54,3 +54,10 @@ def fold_batch_norm(network: nn.Module) -> int:
                 module[i], module[i + 1] = fused, nn.Identity()
                 folded += 1
     return folded
+
+
+def fold_for_inference(network: nn.Module) -> int:
+    """Put a trained network in eval mode and fold its batch norms (:func:`fold_batch_norm`), as the bundles'
+    inference, evaluation and MONAI Label app do after loading the weights. Returns the number folded."""
+    network.eval()
+    return fold_batch_norm(network)

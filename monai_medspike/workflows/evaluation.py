@@ -27,7 +27,7 @@ from monai.handlers import (
 
 from monai_medspike.bundle import load_weights, write_summary
 from monai_medspike.metrics import PerImageScore
-from monai_medspike.networks.utils import fold_batch_norm as fold_network_batch_norm
+from monai_medspike.networks.utils import fold_for_inference
 
 __all__ = ["PER_IMAGE_SCORES", "Evaluation", "Inference"]
 
@@ -155,8 +155,7 @@ class Inference:
     ) -> None:
         network = load_weights(network, str(checkpoint)).to(device)
         if fold_batch_norm:
-            network.eval()
-            fold_network_batch_norm(network)
+            fold_for_inference(network)
         self.evaluator = SupervisedEvaluator(
             device=torch.device(device),
             val_data_loader=_loader(data, preprocessing, num_workers),

@@ -315,9 +315,10 @@ def test_kvasir_app_serves_bfloat16_mixed_precision(tmp_path):
     np.testing.assert_array_equal(np.asarray(mask), expected.T)
 
 
-def test_app_builds_the_lif_kernel_at_start_and_serves_folded_batch_norms(tmp_path, monkeypatch):
-    """The app compiles the LIF kernel when it starts (not inside the first /infer), and its infer task folds the
-    batch norms into the convolutions when asked (``--conf kvasir.fold_batch_norm true``), with the eager masks."""
+def test_app_builds_the_lif_kernel_at_start_and_serves_the_folded_channels_last_network(tmp_path, monkeypatch):
+    """The app compiles the LIF kernel when it starts (not inside the first /infer), and its infer task serves the
+    bundle's CPU inference path (batch norms folded into the convolutions, channels-last) with the masks of the
+    plain network (no folding, default layout)."""
     import torch.nn as nn
 
     from monai_medspike.apps.monailabel.app import MedSpikeApp
@@ -332,18 +333,19 @@ def test_app_builds_the_lif_kernel_at_start_and_serves_folded_batch_norms(tmp_pa
     paths = make_studies(tmp_path, polyps=1)
     bundles = export_bundles(tmp_path, ["kvasir"])
     write_weights(bundles / "kvasir", {"image_size": [32, 32]})
-    conf = {"models": "kvasir", "bundles": str(bundles), "kvasir.image_size": "[32, 32]", "skip_trainers": "true",
-            "kvasir.fold_batch_norm": "true"}  # fmt: skip
+    conf = {"models": "kvasir", "bundles": str(bundles), "kvasir.image_size": "[32, 32]", "skip_trainers": "true"}
     app = MedSpikeApp(str(app_dir()), str(tmp_path / "studies"), conf)
     assert len(list((cache / "monai_medspike").glob("lif_kernel-*.so"))) == 1  # before any request
     before = lif_kernel.calls["forward"]
     result = app.infer({"model": "kvasir", "image": "polyp0", "device": "cpu"})
     assert lif_kernel.calls["forward"] > before  # the request ran on the kernel built at start
     network = app.infer_tasks["kvasir"]._networks["cpu"][0]
+    assert network.channels_last and not network.training
     assert not any(
         isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d)
         for m in network.modules() if isinstance(m, nn.Sequential) for a, b in zip(m, list(m)[1:], strict=False)
     )  # fmt: skip
     mask = Image.open(result["file"])
-    expected = np.asarray(segment(bundles / "kvasir", paths["polyp0"], {"image_size": [32, 32]})).reshape(mask.size)
+    plain = {"image_size": [32, 32], "channels_last": False}  # segment() folds nothing
+    expected = np.asarray(segment(bundles / "kvasir", paths["polyp0"], plain)).reshape(mask.size)
     np.testing.assert_array_equal(np.asarray(mask), expected.T)

@@ -98,6 +98,22 @@ def test_precision_reaches_the_network_and_its_teacher(config_file):
     assert [net.precision for net in nets] == ["bfloat16"] * len(nets)
 
 
+@pytest.mark.parametrize("device, channels_last", [("cpu", True), ("cuda", False)])
+def test_inference_defaults_to_the_fastest_float32_path_for_its_device(device, channels_last):
+    """inference.json folds the batch norms and, on a CPU, runs channels-last (same masks up to float32
+    rounding); bfloat16 stays a choice. Each is switched off by its key, as the command line passes it."""
+    parser = ConfigParser()
+    parser.read_config(str(TRAIN.with_name("inference.json")))
+    parser["device"] = f"$torch.device('{device}')"
+    parser["embed_dims"] = [8, 16, 16, 32]
+    net = parser.get_parsed_content("network_def")
+    assert net.channels_last is channels_last and net.precision == "float32"
+    assert parser.get_parsed_content("inference#fold_batch_norm", instantiate=False) is True
+    parser["channels_last"], parser["fold_batch_norm"] = "false", "false"
+    assert parser.get_parsed_content("network_def", lazy=False).channels_last is False
+    assert parser.get_parsed_content("inference#fold_batch_norm", lazy=False, instantiate=False) is False
+
+
 def test_a_folder_without_a_checkpoint_is_refused_with_what_it_holds(tmp_path):
     (tmp_path / "teacher-1").mkdir()
     (tmp_path / "teacher-1" / "model.pt").write_bytes(b"")

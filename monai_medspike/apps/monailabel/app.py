@@ -56,7 +56,7 @@ from monai_medspike.apps.monailabel.bundles import (
 )
 from monai_medspike.bundle import check_flag
 from monai_medspike.networks.layers import lif_kernel
-from monai_medspike.networks.utils import fold_batch_norm
+from monai_medspike.networks.utils import fold_for_inference
 
 __all__ = ["MedSpikeApp", "MedSpikeInferTask", "MedSpikeTrainTask", "ModelNotTrainedError", "not_trained_message"]
 
@@ -139,8 +139,7 @@ class MedSpikeInferTask(BundleInferTask):
                 if isinstance(network, torch.jit.ScriptModule):
                     logger.warning("fold_batch_norm: %s is a TorchScript model; nothing folded.", self.get_path())
                 else:
-                    network.eval()
-                    fold_batch_norm(network)
+                    fold_for_inference(network)
                 self._folded = network  # the cached network; a reload of model.pt brings a fresh copy
             return network
 

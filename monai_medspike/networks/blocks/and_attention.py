@@ -192,6 +192,82 @@ def all_neuron_attention(
     return {t: out[t] for t in terms}
 
 
+def _head_matrices(c: int, num_heads: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(C, C)`` mask of the same-head channel pairs and ``(C, heads)`` membership of each channel in its head."""
+    head_of = torch.arange(c, device=like.device) // (c // num_heads)
+    same_head = (head_of[:, None] == head_of[None, :]).to(like.dtype)
+    members = (head_of[:, None] == torch.arange(num_heads, device=like.device)[None, :]).to(like.dtype)
+    return same_head, members
+
+
+class _TokenMajorTerms(torch.autograd.Function):
+    """The four terms of the fused form on token-major ``(b, N, C)`` operands (the transposes of every head's
+    ``(d, N)`` operands side by side), with a hand-written backward pass in the same layout.
+
+    Forward, with ``S`` the ``C x C`` mask of same-head channel pairs, ``H`` the ``C x heads`` membership matrix and
+    per channel ``a = s Q^T 1``, ``k = s K^T 1``, ``c = s N - a``::
+
+        M = s S * (Q^T K),   P = V M^T,   [u, w] = V [H, H * k]      (u, w: N x heads, broadcast over each head)
+        O_AA = P,   O_AI = a u - P,   O_IA = w - P,   O_II = P + c u - w
+
+    Backward, from the four output gradients ``G`` (``diag_H(X)`` picks each channel's own head column)::
+
+        dP = G_AA - G_AI - G_IA + G_II,   [du, dw] = G_AI [H * a, 0] + G_II [H * c, -H] + G_IA [0, H]
+        da = diag_H((G_AI - G_II)^T u),   dk = diag_H(V^T dw),   dM = s S * (dP^T V)
+        dV = dP M + [du, dw] [H, H * k]^T,   dQ = K dM^T + s 1 da^T,   dK = Q dM + s 1 dk^T
+    """
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, scale: float):
+        b, n, c = v.shape
+        same_head, members = _head_matrices(c, num_heads, v)
+        m = torch.bmm(q.transpose(1, 2), k)  # (b, C, C)
+        m = m.mul_(same_head.to(m.dtype)).mul_(scale)
+        p = torch.bmm(v, m.transpose(1, 2))  # (b, N, C)
+        a = q.sum(dim=1).mul_(scale)  # (b, C)
+        k_sum = k.sum(dim=1).mul_(scale)
+        right = torch.cat([members.expand(b, c, num_heads), members * k_sum.to(members.dtype).unsqueeze(-1)], dim=2)
+        right = right.to(p.dtype)  # (b, C, 2 heads)
+        wu = torch.bmm(v.to(p.dtype), right)  # (b, N, 2 heads): u and w per head
+        heads = (b, n, num_heads, c // num_heads)
+        u, w = wu[..., :num_heads].unsqueeze(-1), wu[..., num_heads:].unsqueeze(-1)  # (b, N, heads, 1)
+        a4 = a.view(b, 1, num_heads, -1).to(p.dtype)
+        p4 = p.view(heads)
+        o_ai = torch.mul(a4, u).sub_(p4)
+        o_ia = torch.sub(w, p4)
+        o_ii = torch.addcmul(p4, torch.sub(n * scale, a4), u).sub_(w)
+        ctx.save_for_backward(q, k, v, m, a, right, wu)
+        ctx.num_heads, ctx.scale = num_heads, scale
+        return p, o_ii.view(b, n, c), o_ai.view(b, n, c), o_ia.view(b, n, c)
+
+    @staticmethod
+    def backward(ctx, g_aa, g_ii, g_ai, g_ia):
+        q_in, k_in, v_in, m, a, right, wu = ctx.saved_tensors
+        num_heads, scale = ctx.num_heads, ctx.scale
+        b, n, c = v_in.shape
+        # in the products' dtype (bfloat16 under autocast, where the operands may be float32 spikes)
+        q, k, v = (x.to(m.dtype) for x in (q_in, k_in, v_in))
+        g_aa, g_ii, g_ai, g_ia = (torch.zeros_like(v) if g is None else g.to(m.dtype) for g in (g_aa, g_ii, g_ai, g_ia))
+        same_head, members = _head_matrices(c, num_heads, m)
+        d_p = torch.add(g_aa, g_ii).sub_(g_ai).sub_(g_ia)
+        cc = torch.sub(n * scale, a).to(members.dtype).unsqueeze(-1)  # (b, C, 1)
+        zeros = torch.zeros_like(members).expand(b, c, num_heads)
+        members_b = members.expand(b, c, num_heads)
+        # [du, dw] = G_AI [H a, 0] + G_II [H c, -H] + G_IA [0, H]
+        d_wu = torch.bmm(g_ai, torch.cat([members * a.to(members.dtype).unsqueeze(-1), zeros], dim=2))
+        d_wu = d_wu.baddbmm_(g_ii, torch.cat([members * cc, -members_b], dim=2))
+        d_wu = d_wu.baddbmm_(g_ia, torch.cat([zeros, members_b], dim=2))
+        u = wu[..., :num_heads]
+        d_a = torch.bmm(g_ai.transpose(1, 2), u).sub_(torch.bmm(g_ii.transpose(1, 2), u))  # (b, C, heads)
+        d_a = d_a.mul_(members).sum(dim=2)  # each channel's own head: (b, C)
+        d_k_sum = torch.bmm(v.transpose(1, 2), d_wu[..., num_heads:]).mul_(members).sum(dim=2)
+        d_m = torch.bmm(d_p.transpose(1, 2), v).mul_(same_head).mul_(scale)  # s S * (dP^T V)
+        d_v = torch.bmm(d_p, m).baddbmm_(d_wu, right.transpose(1, 2))
+        d_q = torch.bmm(k, d_m.transpose(1, 2)).add_(d_a.mul_(scale).unsqueeze(1))
+        d_k = torch.bmm(q, d_m).add_(d_k_sum.mul_(scale).unsqueeze(1))
+        return d_q.to(q_in.dtype), d_k.to(k_in.dtype), d_v.to(v_in.dtype), None, None
+
+
 def token_major_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -208,8 +284,8 @@ def token_major_attention(
     off-head blocks set to zero, so ``P^T = V^T M^T`` comes out in channels-last order at once; ``u`` and ``w``
     (per head and pixel) come from one product of ``V^T`` with a ``C x 2 heads`` matrix, and the rank-1 terms are
     added per head by broadcasting. The values are those of the fused form up to float rounding (exactly, on
-    spikes: every product and sum is then a whole number times ``s``). Autograd goes through plain operations
-    here, without the fused form's hand-written backward pass, so networks use it for inference only (no gradient).
+    spikes: every product and sum is then a whole number times ``s``). All four terms have a hand-written backward
+    pass in the same layout (:class:`_TokenMajorTerms`); a subset goes through autograd on plain operations.
 
     Returns:
         a dict from term name to a channels-last ``(T, B, C, H, W)`` tensor, for the requested terms.
@@ -219,27 +295,28 @@ def token_major_attention(
     n, d, tb = h * w, c // num_heads, t * b
     # (T B, N, C) views of channels-last memory: no copy
     qt, kt, vt = (x.flatten(0, 1).permute(0, 2, 3, 1).reshape(tb, n, c) for x in (q, k, v))
-    m = torch.bmm(qt.transpose(1, 2), kt)  # (T B, C, C)
-    head_of = torch.arange(c, device=v.device) // d
-    same_head = head_of[:, None] == head_of[None, :]
-    m = m.mul_(same_head.to(m.dtype)).mul_(scale)
-    p = torch.bmm(vt, m.transpose(1, 2))  # (T B, N, C) = (M V)^T
-    out = {"aa": p.view(tb, n, num_heads, d)}
-    if any(term != "aa" for term in terms):
-        members = (head_of[:, None] == torch.arange(num_heads, device=v.device)[None, :]).to(vt.dtype)  # (C, heads)
-        k_sum = kt.sum(dim=1).mul_(scale).unsqueeze(-1)  # (T B, C, 1): s K 1
-        right = torch.cat([members.expand(tb, c, num_heads), members * k_sum.to(members.dtype)], dim=2)
-        wu = torch.bmm(vt, right.to(vt.dtype))  # (T B, N, 2 heads): u = 1^T V, s w = s (K 1)^T V per head
-        u = wu[..., :num_heads].unsqueeze(-1)  # (T B, N, heads, 1)
-        w_s = wu[..., num_heads:].unsqueeze(-1)
-        a = qt.sum(dim=1).mul_(scale).view(tb, 1, num_heads, d)  # s Q 1
-        p4 = out["aa"]
-        if "ai" in terms:
-            out["ai"] = torch.mul(a, u).sub_(p4)
-        if "ia" in terms:
-            out["ia"] = torch.sub(w_s, p4)
-        if "ii" in terms:
-            out["ii"] = torch.addcmul(p4, torch.sub(n * scale, a), u).sub_(w_s)
+    if terms == INTERACTIONS:
+        out = dict(zip(INTERACTIONS, _TokenMajorTerms.apply(qt, kt, vt, num_heads, float(scale)), strict=True))
+    else:
+        same_head, members = _head_matrices(c, num_heads, vt)
+        m = torch.bmm(qt.transpose(1, 2), kt)  # (T B, C, C)
+        m = m.mul_(same_head.to(m.dtype)).mul_(scale)
+        p = torch.bmm(vt, m.transpose(1, 2))  # (T B, N, C) = (M V)^T
+        out = {"aa": p}
+        if any(term != "aa" for term in terms):
+            k_sum = kt.sum(dim=1).mul_(scale).unsqueeze(-1)  # (T B, C, 1): s K 1
+            right = torch.cat([members.expand(tb, c, num_heads), members * k_sum.to(members.dtype)], dim=2)
+            wu = torch.bmm(vt, right.to(vt.dtype))  # (T B, N, 2 heads): u = 1^T V, s w = s (K 1)^T V per head
+            u = wu[..., :num_heads].unsqueeze(-1)  # (T B, N, heads, 1)
+            w_s = wu[..., num_heads:].unsqueeze(-1)
+            a = qt.sum(dim=1).mul_(scale).view(tb, 1, num_heads, d)  # s Q 1
+            p4 = p.view(tb, n, num_heads, d)
+            if "ai" in terms:
+                out["ai"] = torch.mul(a, u).sub_(p4)
+            if "ia" in terms:
+                out["ia"] = torch.sub(w_s, p4)
+            if "ii" in terms:
+                out["ii"] = torch.addcmul(p4, torch.sub(n * scale, a), u).sub_(w_s)
     return {term: out[term].reshape(tb, h, w, c).permute(0, 3, 1, 2).unflatten(0, (t, b)) for term in terms}
 
 
@@ -354,16 +431,18 @@ class AllNeuronSelfAttention(CheckpointedSegments, nn.Module):
 
     def _token_major(self, *operands: torch.Tensor) -> bool:
         """Whether the attention runs :func:`token_major_attention`: channels-last operands (``channels_last``
-        networks), no gradient to compute (inference), the fused method and the per-pixel layout of the heads, no
-        trace, and no hook on :class:`AttentionProducts` (operation counters see the per-head ``q, k, v`` there)."""
+        networks), the fused method and the per-pixel layout of the heads, no trace, no hook on
+        :class:`AttentionProducts` (operation counters see the per-head ``q, k, v`` there), and all four terms or no
+        gradient to compute (a subset of the terms has no hand-written backward pass in that layout)."""
         hooked = self.attention._forward_hooks or self.attention._forward_pre_hooks or nn_hooks._global_forward_hooks
+        needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in operands)
         return (
             self.method == "fused"
             and not self.faithful_layout
             and not hooked
             and not torch.jit.is_tracing()
             and all(is_channels_last(x) for x in operands)
-            and not (torch.is_grad_enabled() and any(x.requires_grad for x in operands))
+            and (self.interactions == INTERACTIONS or not needs_grad)
         )
 
     def _merge_heads(self, o: torch.Tensor, shape: torch.Size) -> torch.Tensor:

@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
@@ -136,25 +136,16 @@ def _build_lock(target: Path) -> Iterator[None]:
     Where no lock can be taken (no ``fcntl``, a file system without ``flock``), the build goes ahead unlocked: the
     temporary file and rename still keep half-written libraries unseen, at worst processes compile twice.
     """
-    try:
-        import fcntl
+    with ExitStack() as stack:
+        try:
+            import fcntl
 
-        lock = open(target.with_name(target.name + ".lock"), "a")
-    except (ImportError, OSError) as err:
-        _logger.info("Building the LIF kernel without a lock (%s).", err)
-        yield
-        return
-    with lock:
-        try:
+            lock = stack.enter_context(open(target.with_name(target.name + ".lock"), "a"))
             fcntl.flock(lock, fcntl.LOCK_EX)
-        except OSError as err:
+            stack.callback(fcntl.flock, lock, fcntl.LOCK_UN)  # runs before the file closes
+        except (ImportError, OSError) as err:  # no fcntl, no lock file, or flock refused: build unlocked
             _logger.info("Building the LIF kernel without a lock (%s).", err)
-            yield
-            return
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        yield
 
 
 def _open(path: Path) -> ctypes.CDLL:

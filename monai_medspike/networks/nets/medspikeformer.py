@@ -99,11 +99,11 @@ class MedSpikeFormer(nn.Module):
             of the plain network (the rerun does not update the running statistics again).
         channels_last: keep the weights and every activation channels-last (``torch.channels_last``): the same
             network and state dict, the same outputs up to float rounding; on a CPU 0.7-0.9 x the train step's time
-            at 256 x 256 (oneDNN's depthwise and 1x1 convolutions and their backward). Inference without gradients
-            computes AND-SA in the channels-last order (no reordering into heads and back,
-            :func:`~monai_medspike.networks.blocks.and_attention.token_major_attention`); with bfloat16 and folded
-            batch norms it is the fastest CPU inference (measured in ``docs/performance.md``). The input may be in
-            either format.
+            at 256 x 256 (oneDNN's depthwise and 1x1 convolutions and their backward). AND-SA is computed in the
+            channels-last order, with a backward pass in that order for training (no reordering into heads and
+            back, :func:`~monai_medspike.networks.blocks.and_attention.token_major_attention`); with bfloat16 and
+            folded batch norms it is the fastest CPU inference (measured in ``docs/performance.md``). The bundles'
+            inference uses it on a CPU by default. The input may be in either format.
         precision: ``"float32"`` (default) or ``"bfloat16"``: mixed precision, the forward runs under
             ``torch.autocast`` with bfloat16 on the input's device (CPU or CUDA; no gradient scaling is needed). The
             parameters, batch-norm statistics, optimizer and the returned logits stay float32, and every neuron

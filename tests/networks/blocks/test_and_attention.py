@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import itertools
 
 import pytest
@@ -192,34 +193,71 @@ def test_token_major_attention_equals_the_per_head_terms_in_channels_last(intera
         torch.testing.assert_close(o, ref[name].reshape(t, b, c, h, w), rtol=0, atol=1e-12)
 
 
-def test_block_takes_the_token_major_form_only_for_channels_last_inference():
-    """A channels-last block without gradients uses the token-major form, with the plain block's output; with
-    gradients, or with a hook on the products (operation counters), it uses the per-head form."""
+@pytest.mark.parametrize("spiking", [True, False])
+def test_token_major_backward_gives_the_per_head_gradients(spiking):
+    """The hand-written backward pass of the four token-major terms: autograd's gradients of the direct form
+    (float64), for any upstream gradients, and torch's numerical check."""
+    from monai_medspike.networks.blocks.and_attention import _TokenMajorTerms
+
+    t, b, c, h, w, heads = 2, 2, 12, 4, 5, 3
+    g = torch.Generator().manual_seed(2)
+    make = (lambda: (torch.rand(t, b, c, h, w, generator=g) < 0.3).double()) if spiking else (
+        lambda: torch.rand(t, b, c, h, w, generator=g, dtype=torch.float64))  # fmt: skip
+    q, k, v = (_channels_last(make()).requires_grad_() for _ in range(3))
+    upstream = {name: torch.randn(t, b, c, h, w, generator=g, dtype=torch.float64) for name in INTERACTIONS}
+    out = token_major_attention(q, k, v, heads, INTERACTIONS, 0.3)
+    grads = torch.autograd.grad([out[n] for n in INTERACTIONS], (q, k, v), [upstream[n] for n in INTERACTIONS])
+    per_head = (t * b, heads, c // heads, h * w)
+    qd, kd, vd = (x.detach().contiguous().requires_grad_() for x in (q, k, v))
+    ref = all_neuron_attention(qd.reshape(per_head), kd.reshape(per_head), vd.reshape(per_head), scale=0.3,
+                               method="direct")  # fmt: skip
+    expected = torch.autograd.grad([ref[n] for n in INTERACTIONS], (qd, kd, vd),
+                                   [upstream[n].reshape(per_head) for n in INTERACTIONS])  # fmt: skip
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+    flat = [torch.rand(3, 10, 8, dtype=torch.float64, generator=g, requires_grad=True) for _ in range(3)]
+    assert torch.autograd.gradcheck(lambda *x: _TokenMajorTerms.apply(*x, 2, 0.3), flat)
+
+
+def test_block_takes_the_token_major_form_for_channels_last_operands():
+    """A channels-last block uses the token-major form, with the plain block's output and, in training, its
+    gradients; with a hook on the products (operation counters), or a subset of the terms and gradients, it uses
+    the per-head form."""
     from unittest import mock
 
     from monai_medspike.networks.blocks import and_attention
 
     torch.manual_seed(0)
-    block = AllNeuronSelfAttention(16, num_heads=4).double().eval()
+    plain = AllNeuronSelfAttention(16, num_heads=4).double()
+    block = copy.deepcopy(plain).to(memory_format=torch.channels_last)
     x = torch.randn(2, 3, 16, 8, 12, dtype=torch.float64) + 1.0
-    with torch.no_grad():
-        ref = block(x)
-    block.to(memory_format=torch.channels_last)
+    x_plain, x_cl = x.clone().requires_grad_(), _channels_last(x).requires_grad_()
     seen = []
     spy = mock.patch.object(and_attention, "token_major_attention", wraps=token_major_attention)
     with spy as token_major:
-        functional.reset_net(block)
-        with torch.no_grad():
-            out = block(_channels_last(x))
+        ref = plain(x_plain)  # training mode, with gradients
+        trained = block(x_cl)
         assert token_major.call_count == 1
+        ref.backward(ref.detach().sin())
+        trained.backward(ref.detach().sin())
+        plain.eval(), block.eval()
+        functional.reset_net(plain), functional.reset_net(block)
+        with torch.no_grad():
+            ref_eval, out = plain(x), block(_channels_last(x))
+        assert token_major.call_count == 2
         functional.reset_net(block)
         hook = block.attention.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
         with torch.no_grad():
             hooked = block(_channels_last(x))
         hook.remove()
-        functional.reset_net(block)
-        with_grad = block(_channels_last(x))
-        assert token_major.call_count == 1  # neither with a hook nor with gradients
+        assert token_major.call_count == 2  # not with a hook
+        subset = AllNeuronSelfAttention(16, num_heads=4, interactions=("aa", "ai")).double()
+        subset.to(memory_format=torch.channels_last)(_channels_last(x)).sum().backward()
+        assert token_major.call_count == 2  # not for a subset with gradients
     assert seen == [(6, 4, 4, 96)]  # the hook saw per-head operands
-    for y in (out, hooked, with_grad):
-        torch.testing.assert_close(y, ref, rtol=0, atol=1e-10)
+    torch.testing.assert_close(trained, ref, rtol=0, atol=1e-10)
+    torch.testing.assert_close(x_cl.grad, x_plain.grad, rtol=0, atol=1e-9)
+    for (name, p_ref), p in zip(plain.named_parameters(), block.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=0, atol=1e-9, msg=name)
+    for y in (out, hooked):
+        torch.testing.assert_close(y, ref_eval, rtol=0, atol=1e-10)

@@ -185,6 +185,29 @@ def test_missing_library_is_built_atomically(tmp_path, monkeypatch, kernel_state
     assert sorted(os.listdir(path.parent)) == [path.name, path.name + ".lock"]
 
 
+@pytest.mark.parametrize("refuse", ["flock", "lock file"])
+def test_build_goes_ahead_unlocked_where_no_lock_can_be_taken(refuse, tmp_path, monkeypatch, kernel_state, caplog):
+    import fcntl
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv(lif_kernel.ENV_VAR, "1")
+    path = lif_kernel.library_path(lif_kernel.find_compiler())
+    lock_file = path.with_name(path.name + ".lock")
+    if refuse == "flock":  # a file system without flock
+
+        def no_flock(*args):
+            raise OSError(38, "Function not implemented")
+
+        monkeypatch.setattr(fcntl, "flock", no_flock)
+    else:  # the lock file's name is taken by a folder: open() fails
+        lock_file.mkdir(parents=True)
+    with caplog.at_level(logging.INFO, logger=lif_kernel.__name__):
+        assert lif_kernel.kernel_available()
+    assert path.exists()
+    assert [r.getMessage() for r in caplog.records if "without a lock" in r.getMessage()] != []
+    assert sorted(os.listdir(path.parent)) == [path.name, lock_file.name]  # no temporary file left
+
+
 @pytest.mark.parametrize("content", [b"not a shared library", b"\x7fELF\x02\x01\x01" + bytes(40)])
 def test_corrupt_cached_library_is_rebuilt(content, tmp_path, monkeypatch, kernel_state):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))

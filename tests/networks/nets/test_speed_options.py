@@ -14,7 +14,7 @@ from monai_medspike.metrics import FiringRateMonitor
 from monai_medspike.networks.layers import LIFNode, lif_kernel
 from monai_medspike.networks.layers.neurons import _lif_reference
 from monai_medspike.networks.nets import MedSpikeFormer
-from monai_medspike.networks.utils import fold_batch_norm
+from monai_medspike.networks.utils import fold_batch_norm, fold_for_inference
 from tests.helpers import SMALL, saved_bytes
 
 LAYOUTS = ["published", "spike_driven"]
@@ -166,6 +166,17 @@ def test_fold_batch_norm_refuses_a_network_in_training_mode():
     with pytest.raises(ValueError, match=r"eval mode.*network\.eval\(\)"):
         fold_batch_norm(net)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) > 20  # nothing was changed
+
+
+def test_fold_for_inference_puts_a_trained_network_in_eval_mode_and_folds_it():
+    net = MedSpikeFormer(in_channels=1, **SMALL)  # training mode, as built or trained
+    reference = copy.deepcopy(net).eval()
+    expected = fold_batch_norm(reference)
+    assert fold_for_inference(net) == expected > 20
+    assert not net.training
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(net(x), reference(x))
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
