@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.modules.module as nn_hooks
+from torch.autograd.function import once_differentiable
 
 from monai_medspike.networks.blocks.convolutions import ConvBN, DSConv, SpikingMLP
 from monai_medspike.networks.layers import (
@@ -101,10 +102,13 @@ class _FusedTerms(torch.autograd.Function):
         return p, o_ii, o_ai, o_ia
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, g_aa, g_ii, g_ai, g_ia):
-        q, k, v, m, a, k_sum, wu, left = ctx.saved_tensors
+        q_in, k_in, v_in, m, *rest = ctx.saved_tensors
         scale = ctx.scale
-        g_aa, g_ii, g_ai, g_ia = (torch.zeros_like(v) if g is None else g for g in (g_aa, g_ii, g_ai, g_ia))
+        # in the products' dtype (bfloat16 under autocast, where the operands may be float32 spikes)
+        q, k, v, a, k_sum, wu, left = (x.to(m.dtype) for x in (q_in, k_in, v_in, *rest))
+        g_aa, g_ii, g_ai, g_ia = (torch.zeros_like(v) if g is None else g.to(m.dtype) for g in (g_aa, g_ii, g_ai, g_ia))
         u_t = wu[:, 1:].transpose(1, 2)  # (b, N, 1)
         d_p = torch.add(g_aa, g_ii).sub_(g_ai).sub_(g_ia)
         # [-1^T; c^T] G_II -> (-dW part, du part); a^T G_AI -> du part; 1^T G_IA -> dW part
@@ -117,7 +121,7 @@ class _FusedTerms(torch.autograd.Function):
         d_q = torch.baddbmm(d_a.mul_(scale), d_m.mul_(scale), k)
         d_k_sum = torch.bmm(v, d_wu[:, :1].transpose(1, 2)).mul_(scale)  # (b, d, 1)
         d_k = torch.baddbmm(d_k_sum, d_m.transpose(1, 2), q)
-        return d_q, d_k, d_v, None
+        return d_q.to(q_in.dtype), d_k.to(k_in.dtype), d_v.to(v_in.dtype), None
 
 
 def all_neuron_attention(
@@ -210,6 +214,9 @@ class _TokenMajorTerms(torch.autograd.Function):
         M = s S * (Q^T K),   P = V M^T,   [u, w] = V [H, H * k]      (u, w: N x heads, broadcast over each head)
         O_AA = P,   O_AI = a u - P,   O_IA = w - P,   O_II = P + c u - w
 
+    In bfloat16 each corrected term is one product instead, ``O_AI = u (H^T diag(a)) - P`` and so on, accumulated in
+    float32 and rounded once (broadcasting over a head's few channels is slow there, and rounds three times).
+
     Backward, from the four output gradients ``G`` (``diag_H(X)`` picks each channel's own head column)::
 
         dP = G_AA - G_AI - G_IA + G_II,   [du, dw] = G_AI [H * a, 0] + G_II [H * c, -H] + G_IA [0, H]
@@ -229,6 +236,20 @@ class _TokenMajorTerms(torch.autograd.Function):
         right = torch.cat([members.expand(b, c, num_heads), members * k_sum.to(members.dtype).unsqueeze(-1)], dim=2)
         right = right.to(p.dtype)  # (b, C, 2 heads)
         wu = torch.bmm(v.to(p.dtype), right)  # (b, N, 2 heads): u and w per head
+        ctx.save_for_backward(q, k, v, m, a, right, wu)
+        ctx.num_heads, ctx.scale = num_heads, scale
+        if p.dtype == torch.bfloat16:
+            # each corrected term is one product over the heads, accumulated in float32 and rounded once:
+            # O_AI = u (H^T a) - P, O_IA = w H^T - P, O_II = P + u (H^T c) - w H^T, with [u, w] (N x 2 heads)
+            ht = members.t().float().expand(b, num_heads, c)  # (b, heads, C)
+            a_rows = ht * a.float().unsqueeze(1)
+            c_rows = ht * (n * scale - a.float()).unsqueeze(1)
+            u, w = wu[..., :num_heads], wu[..., num_heads:]
+            o_ai = torch.baddbmm(p, u, a_rows.to(p.dtype), beta=-1)
+            o_ia = torch.baddbmm(p, w, ht.to(p.dtype), beta=-1)
+            o_ii = torch.baddbmm(p, wu, torch.cat([c_rows, -ht], dim=1).to(p.dtype))
+            return p, o_ii, o_ai, o_ia
+        # float32 and float64: broadcast each head's sums over its channels
         heads = (b, n, num_heads, c // num_heads)
         u, w = wu[..., :num_heads].unsqueeze(-1), wu[..., num_heads:].unsqueeze(-1)  # (b, N, heads, 1)
         a4 = a.view(b, 1, num_heads, -1).to(p.dtype)
@@ -236,11 +257,10 @@ class _TokenMajorTerms(torch.autograd.Function):
         o_ai = torch.mul(a4, u).sub_(p4)
         o_ia = torch.sub(w, p4)
         o_ii = torch.addcmul(p4, torch.sub(n * scale, a4), u).sub_(w)
-        ctx.save_for_backward(q, k, v, m, a, right, wu)
-        ctx.num_heads, ctx.scale = num_heads, scale
         return p, o_ii.view(b, n, c), o_ai.view(b, n, c), o_ia.view(b, n, c)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, g_aa, g_ii, g_ai, g_ia):
         q_in, k_in, v_in, m, a, right, wu = ctx.saved_tensors
         num_heads, scale = ctx.num_heads, ctx.scale
@@ -283,8 +303,9 @@ def token_major_attention(
     ``(d, N)`` operands. The ``d x d`` maps of all heads are computed as one ``C x C`` map ``s Q^T K`` with its
     off-head blocks set to zero, so ``P^T = V^T M^T`` comes out in channels-last order at once; ``u`` and ``w``
     (per head and pixel) come from one product of ``V^T`` with a ``C x 2 heads`` matrix, and the rank-1 terms are
-    added per head by broadcasting. The values are those of the fused form up to float rounding (exactly, on
-    spikes: every product and sum is then a whole number times ``s``). All four terms have a hand-written backward
+    added per head (by broadcasting; in bfloat16 by one product per term). The values are those of the fused form
+    up to float rounding (exactly, on spikes in float32 or float64: every product and sum is then a whole number
+    times ``s``). All four terms have a hand-written backward
     pass in the same layout (:class:`_TokenMajorTerms`); a subset goes through autograd on plain operations.
 
     Returns:
@@ -295,7 +316,7 @@ def token_major_attention(
     n, d, tb = h * w, c // num_heads, t * b
     # (T B, N, C) views of channels-last memory: no copy
     qt, kt, vt = (x.flatten(0, 1).permute(0, 2, 3, 1).reshape(tb, n, c) for x in (q, k, v))
-    if terms == INTERACTIONS:
+    if terms == INTERACTIONS and not torch.jit.is_tracing():
         out = dict(zip(INTERACTIONS, _TokenMajorTerms.apply(qt, kt, vt, num_heads, float(scale)), strict=True))
     else:
         same_head, members = _head_matrices(c, num_heads, vt)
@@ -434,7 +455,12 @@ class AllNeuronSelfAttention(CheckpointedSegments, nn.Module):
         networks), the fused method and the per-pixel layout of the heads, no trace, no hook on
         :class:`AttentionProducts` (operation counters see the per-head ``q, k, v`` there), and all four terms or no
         gradient to compute (a subset of the terms has no hand-written backward pass in that layout)."""
-        hooked = self.attention._forward_hooks or self.attention._forward_pre_hooks or nn_hooks._global_forward_hooks
+        module_hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+        global_hooks = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                        "_global_backward_pre_hooks")  # fmt: skip
+        hooked = any(getattr(self.attention, name, None) for name in module_hooks) or any(
+            getattr(nn_hooks, name, None) for name in global_hooks
+        )
         needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in operands)
         return (
             self.method == "fused"
@@ -459,7 +485,7 @@ class AllNeuronSelfAttention(CheckpointedSegments, nn.Module):
     def _attend(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         s = self.input_neuron(x)
         q, k, v = self.to_q(s), self.to_k(s), self.to_v(s)
-        if self._token_major(q, k, v):  # inference on channels-last activations: no reordering to heads and back
+        if self._token_major(q, k, v):  # channels-last activations: no reordering to heads and back
             terms = token_major_attention(q, k, v, self.num_heads, self.interactions, self.scale)
             return [terms[name] for name in self.interactions], v
         shape = v.shape

@@ -98,7 +98,7 @@ class MedSpikeFormer(nn.Module):
             (measured in ``docs/performance.md``). Outputs, gradients and batch-norm statistics are exactly those
             of the plain network (the rerun does not update the running statistics again).
         channels_last: keep the weights and every activation channels-last (``torch.channels_last``): the same
-            network and state dict, the same outputs up to float rounding; on a CPU 0.7-0.9 x the train step's time
+            network and state dict, the same outputs up to float rounding; on a CPU 0.6-0.9 x the train step's time
             at 256 x 256 (oneDNN's depthwise and 1x1 convolutions and their backward). AND-SA is computed in the
             channels-last order, with a backward pass in that order for training (no reordering into heads and
             back, :func:`~monai_medspike.networks.blocks.and_attention.token_major_attention`); with bfloat16 and

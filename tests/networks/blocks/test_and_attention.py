@@ -219,6 +219,59 @@ def test_token_major_backward_gives_the_per_head_gradients(spiking):
     assert torch.autograd.gradcheck(lambda *x: _TokenMajorTerms.apply(*x, 2, 0.3), flat)
 
 
+def test_token_major_terms_in_bfloat16_match_the_per_head_form():
+    """Under bfloat16 autocast the token-major form computes each corrected term as one product (accumulated in
+    float32): the float64 values up to bfloat16 rounding, as close as the per-head fused form in bfloat16 (within 2 x
+    its error; the roundings fall in a different order)."""
+    t, b, c, h, w, heads = 2, 1, 32, 16, 16, 4
+    g = torch.Generator().manual_seed(4)
+    q, k, v = ((torch.rand(t, b, c, h, w, generator=g) < r).double() for r in (0.2, 0.3, 0.1))
+    per_head = (t * b, heads, c // heads, h * w)
+    exact = all_neuron_attention(q.reshape(per_head), k.reshape(per_head), v.reshape(per_head), scale=c**-0.5)
+    with torch.autocast("cpu", torch.bfloat16):
+        ours = token_major_attention(*(_channels_last(x.bfloat16()) for x in (q, k, v)), heads, scale=c**-0.5)
+        fused = all_neuron_attention(*(x.bfloat16().reshape(per_head) for x in (q, k, v)), scale=c**-0.5)
+    for name in INTERACTIONS:
+        want = exact[name].reshape(t, b, c, h, w)
+        assert ours[name].dtype == torch.bfloat16 and ours[name].stride(2) == 1
+        error = (ours[name].double() - want).abs().max()
+        assert error <= 2**-6 * want.abs().max()  # a few bfloat16 roundings (the map, the product) of the largest value
+        assert error <= 2 * (fused[name].double().reshape(t, b, c, h, w) - want).abs().max()
+
+
+def test_token_major_backward_under_bfloat16_autocast():
+    """float32 spikes under bfloat16 autocast, as a channels-last bfloat16 network trains: float32 gradients, the
+    float64 direct form's up to bfloat16 rounding, as close as the per-head fused form's (within 2 x its error)."""
+    t, b, c, h, w, heads = 2, 1, 32, 8, 8, 4
+    g = torch.Generator().manual_seed(5)
+    q, k, v = ((torch.rand(t, b, c, h, w, generator=g) < r).float() for r in (0.2, 0.3, 0.1))
+    upstream = [torch.randn(t, b, c, h, w, generator=g) for _ in INTERACTIONS]
+    per_head = (t * b, heads, c // heads, h * w)
+
+    def gradients(form: str, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        leaves = [
+            (_channels_last(x) if form == "token-major" else x.clone()).to(dtype).requires_grad_() for x in (q, k, v)
+        ]
+        with torch.autocast("cpu", torch.bfloat16, enabled=dtype == torch.float32):
+            if form == "token-major":
+                out = token_major_attention(*leaves, heads, scale=c**-0.5)
+                outs = [out[n] for n in INTERACTIONS]
+            else:
+                method = "fused" if dtype == torch.float32 else "direct"
+                out = all_neuron_attention(*(x.reshape(per_head) for x in leaves), scale=c**-0.5, method=method)
+                outs = [out[n].reshape(t, b, c, h, w) for n in INTERACTIONS]
+        grads = torch.autograd.grad(outs, leaves, [u.to(o.dtype) for u, o in zip(upstream, outs, strict=True)])
+        assert all(x.dtype == dtype for x in grads)
+        return grads
+
+    exact = gradients("per-head", torch.float64)
+    ours, fused = gradients("token-major", torch.float32), gradients("per-head", torch.float32)
+    for got, ref, want in zip(ours, fused, exact, strict=True):
+        error = (got.double() - want).abs().max()
+        assert error <= 2**-5 * want.abs().max()
+        assert error <= 2 * (ref.double() - want).abs().max()
+
+
 def test_block_takes_the_token_major_form_for_channels_last_operands():
     """A channels-last block uses the token-major form, with the plain block's output and, in training, its
     gradients; with a hook on the products (operation counters), or a subset of the terms and gradients, it uses
