@@ -151,9 +151,13 @@ def test_the_five_bundles_differ_only_in_their_dataset_keys():
     # the standalone inference.json repeats what inference needs of train.json, with the same values
     for train, infer in zip(read("train.json").values(), read("inference.json").values(), strict=True):
         # (training's datalist is not prepared when MONAI Label gives train#dataset#data)
-        shared = sorted(set(train) & set(infer) - {"initialize", "run", "postprocessing", "datalist_file"})
+        # channels_last differs on purpose: inference runs channels-last on a CPU by default, training does not
+        shared = sorted(
+            set(train) & set(infer) - {"initialize", "run", "postprocessing", "datalist_file", "channels_last"}
+        )
         assert {"dataset", "image_size", "network_def", "in_channels", "out_channels", "classes"} <= set(shared)
         assert all(train[k] == infer[k] for k in shared), [k for k in shared if train[k] != infer[k]]
+        assert train["channels_last"] is False and infer["channels_last"] == "$torch.device(@device).type == 'cpu'"
     # the overlays are one and the same file in every bundle
     for overlay in ("evaluate.json", "multi_gpu_train.json"):
         texts = {(REPO / "bundles" / name / "configs" / overlay).read_text() for name in bundles}
