@@ -204,6 +204,49 @@ def _head_matrices(c: int, num_heads: int, like: torch.Tensor) -> tuple[torch.Te
     return same_head, members
 
 
+def _token_major_forward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, scale: float, terms: Sequence[str]
+) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor | None, ...]]:
+    """The requested terms on token-major ``(b, N, C)`` operands (see :class:`_TokenMajorTerms`), and what the
+    backward pass needs: ``(m, a, right, wu)`` (``None`` where only ``"aa"`` was asked for)."""
+    b, n, c = v.shape
+    same_head, members = _head_matrices(c, num_heads, v)
+    m = torch.bmm(q.transpose(1, 2), k)  # (b, C, C)
+    m = m.mul_(same_head.to(m.dtype)).mul_(scale)
+    p = torch.bmm(v, m.transpose(1, 2))  # (b, N, C)
+    out = {"aa": p}
+    if all(t == "aa" for t in terms):
+        return out, (m, None, None, None)
+    a = q.sum(dim=1).mul_(scale)  # (b, C)
+    k_sum = k.sum(dim=1).mul_(scale)
+    right = torch.cat([members.expand(b, c, num_heads), members * k_sum.to(members.dtype).unsqueeze(-1)], dim=2)
+    right = right.to(p.dtype)  # (b, C, 2 heads)
+    wu = torch.bmm(v.to(p.dtype), right)  # (b, N, 2 heads): u and w per head
+    if p.dtype == torch.bfloat16:
+        # each corrected term is one product over the heads, accumulated in float32 and rounded once:
+        # O_AI = u (H^T a) - P, O_IA = w H^T - P, O_II = P + u (H^T c) - w H^T, with [u, w] (N x 2 heads)
+        ht = members.t().float().expand(b, num_heads, c)  # (b, heads, C)
+        u, w = wu[..., :num_heads], wu[..., num_heads:]
+        if "ai" in terms:
+            out["ai"] = torch.baddbmm(p, u, (ht * a.float().unsqueeze(1)).to(p.dtype), beta=-1)
+        if "ia" in terms:
+            out["ia"] = torch.baddbmm(p, w, ht.to(p.dtype), beta=-1)
+        if "ii" in terms:
+            c_rows = ht * (n * scale - a.float()).unsqueeze(1)
+            out["ii"] = torch.baddbmm(p, wu, torch.cat([c_rows, -ht], dim=1).to(p.dtype))
+    else:  # float32 and float64: broadcast each head's sums over its channels
+        u, w = wu[..., :num_heads].unsqueeze(-1), wu[..., num_heads:].unsqueeze(-1)  # (b, N, heads, 1)
+        a4 = a.view(b, 1, num_heads, -1).to(p.dtype)
+        p4 = p.view(b, n, num_heads, c // num_heads)
+        if "ai" in terms:
+            out["ai"] = torch.mul(a4, u).sub_(p4).view(b, n, c)
+        if "ia" in terms:
+            out["ia"] = torch.sub(w, p4).view(b, n, c)
+        if "ii" in terms:
+            out["ii"] = torch.addcmul(p4, torch.sub(n * scale, a4), u).sub_(w).view(b, n, c)
+    return out, (m, a, right, wu)
+
+
 class _TokenMajorTerms(torch.autograd.Function):
     """The four terms of the fused form on token-major ``(b, N, C)`` operands (the transposes of every head's
     ``(d, N)`` operands side by side), with a hand-written backward pass in the same layout.
@@ -226,38 +269,10 @@ class _TokenMajorTerms(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, scale: float):
-        b, n, c = v.shape
-        same_head, members = _head_matrices(c, num_heads, v)
-        m = torch.bmm(q.transpose(1, 2), k)  # (b, C, C)
-        m = m.mul_(same_head.to(m.dtype)).mul_(scale)
-        p = torch.bmm(v, m.transpose(1, 2))  # (b, N, C)
-        a = q.sum(dim=1).mul_(scale)  # (b, C)
-        k_sum = k.sum(dim=1).mul_(scale)
-        right = torch.cat([members.expand(b, c, num_heads), members * k_sum.to(members.dtype).unsqueeze(-1)], dim=2)
-        right = right.to(p.dtype)  # (b, C, 2 heads)
-        wu = torch.bmm(v.to(p.dtype), right)  # (b, N, 2 heads): u and w per head
-        ctx.save_for_backward(q, k, v, m, a, right, wu)
+        out, saved = _token_major_forward(q, k, v, num_heads, scale, INTERACTIONS)
+        ctx.save_for_backward(q, k, v, *saved)
         ctx.num_heads, ctx.scale = num_heads, scale
-        if p.dtype == torch.bfloat16:
-            # each corrected term is one product over the heads, accumulated in float32 and rounded once:
-            # O_AI = u (H^T a) - P, O_IA = w H^T - P, O_II = P + u (H^T c) - w H^T, with [u, w] (N x 2 heads)
-            ht = members.t().float().expand(b, num_heads, c)  # (b, heads, C)
-            a_rows = ht * a.float().unsqueeze(1)
-            c_rows = ht * (n * scale - a.float()).unsqueeze(1)
-            u, w = wu[..., :num_heads], wu[..., num_heads:]
-            o_ai = torch.baddbmm(p, u, a_rows.to(p.dtype), beta=-1)
-            o_ia = torch.baddbmm(p, w, ht.to(p.dtype), beta=-1)
-            o_ii = torch.baddbmm(p, wu, torch.cat([c_rows, -ht], dim=1).to(p.dtype))
-            return p, o_ii, o_ai, o_ia
-        # float32 and float64: broadcast each head's sums over its channels
-        heads = (b, n, num_heads, c // num_heads)
-        u, w = wu[..., :num_heads].unsqueeze(-1), wu[..., num_heads:].unsqueeze(-1)  # (b, N, heads, 1)
-        a4 = a.view(b, 1, num_heads, -1).to(p.dtype)
-        p4 = p.view(heads)
-        o_ai = torch.mul(a4, u).sub_(p4)
-        o_ia = torch.sub(w, p4)
-        o_ii = torch.addcmul(p4, torch.sub(n * scale, a4), u).sub_(w)
-        return p, o_ii.view(b, n, c), o_ai.view(b, n, c), o_ia.view(b, n, c)
+        return tuple(out[t] for t in INTERACTIONS)
 
     @staticmethod
     @once_differentiable
@@ -313,31 +328,13 @@ def token_major_attention(
     """
     terms = check_interactions(interactions)
     t, b, c, h, w = v.shape
-    n, d, tb = h * w, c // num_heads, t * b
+    n, tb = h * w, t * b
     # (T B, N, C) views of channels-last memory: no copy
     qt, kt, vt = (x.flatten(0, 1).permute(0, 2, 3, 1).reshape(tb, n, c) for x in (q, k, v))
     if terms == INTERACTIONS and not torch.jit.is_tracing():
         out = dict(zip(INTERACTIONS, _TokenMajorTerms.apply(qt, kt, vt, num_heads, float(scale)), strict=True))
-    else:
-        same_head, members = _head_matrices(c, num_heads, vt)
-        m = torch.bmm(qt.transpose(1, 2), kt)  # (T B, C, C)
-        m = m.mul_(same_head.to(m.dtype)).mul_(scale)
-        p = torch.bmm(vt, m.transpose(1, 2))  # (T B, N, C) = (M V)^T
-        out = {"aa": p}
-        if any(term != "aa" for term in terms):
-            k_sum = kt.sum(dim=1).mul_(scale).unsqueeze(-1)  # (T B, C, 1): s K 1
-            right = torch.cat([members.expand(tb, c, num_heads), members * k_sum.to(members.dtype)], dim=2)
-            wu = torch.bmm(vt, right.to(vt.dtype))  # (T B, N, 2 heads): u = 1^T V, s w = s (K 1)^T V per head
-            u = wu[..., :num_heads].unsqueeze(-1)  # (T B, N, heads, 1)
-            w_s = wu[..., num_heads:].unsqueeze(-1)
-            a = qt.sum(dim=1).mul_(scale).view(tb, 1, num_heads, d)  # s Q 1
-            p4 = p.view(tb, n, num_heads, d)
-            if "ai" in terms:
-                out["ai"] = torch.mul(a, u).sub_(p4)
-            if "ia" in terms:
-                out["ia"] = torch.sub(w_s, p4)
-            if "ii" in terms:
-                out["ii"] = torch.addcmul(p4, torch.sub(n * scale, a), u).sub_(w_s)
+    else:  # a subset (or a trace): autograd through the same forward
+        out = _token_major_forward(qt, kt, vt, num_heads, float(scale), terms)[0]
     return {term: out[term].reshape(tb, h, w, c).permute(0, 3, 1, 2).unflatten(0, (t, b)) for term in terms}
 
 
