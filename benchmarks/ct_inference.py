@@ -38,7 +38,7 @@ from _bench import machine, median, pick_device, timed, write_json
 from monai.bundle import ConfigParser
 from monai.networks.nets import BasicUNet
 
-from monai_medspike.bundle import load_weights
+from monai_medspike.checkpoints import load_weights
 from monai_medspike.data import get_transforms
 from monai_medspike.networks.utils import fold_for_inference
 from monai_medspike.utils import keep_freed_memory

@@ -1,16 +1,71 @@
-"""Process-level settings that make MedSpikeFormer faster on a CPU."""
+"""Small process-level helpers: yes/no flags as command lines give them, the end of a command-line run, and glibc
+settings that make MedSpikeFormer faster on a CPU. Nothing here imports the rest of the package."""
 
 from __future__ import annotations
 
 import ctypes
 import logging
 import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from monai_medspike.bundle import check_flag
-
-__all__ = ["KEEP_FREED_MEMORY_ENV", "keep_freed_memory"]
+__all__ = [
+    "KEEP_FREED_MEMORY_ENV",
+    "check_flag",
+    "first_cause",
+    "keep_freed_memory",
+    "running_bundle_cli",
+    "stop_command_line",
+]
 
 logger = logging.getLogger(__name__)
+
+_FLAG_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+def check_flag(value: Any, argument: str) -> bool:
+    """A yes/no setting as a bool, from a config's ``true``/``false`` or a command line's word for it.
+
+    ``python -m monai.bundle run`` passes ``--flag False`` as the bool False but ``--flag false`` as the string
+    ``"false"``, which Python would take for true. Words (``true``/``false``, ``1``/``0``, ``yes``/``no``,
+    ``on``/``off``, any case) and 0/1 are read as meant; anything else raises a ValueError naming ``--argument``.
+    """
+    if isinstance(value, str) and value.strip().lower() in _FLAG_WORDS:
+        return _FLAG_WORDS[value.strip().lower()]
+    if isinstance(value, (bool, int)) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"--{argument} must be true or false, got {value!r}; e.g. --{argument} False.")
+
+
+def first_cause(error: BaseException) -> BaseException:
+    """The exception that started ``error``'s chain: MONAI's config parser wraps an error raised in a config
+    expression in ``RuntimeError("Failed to evaluate ...")``; the cause says what is wrong."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+def running_bundle_cli(argv: Sequence[str] | None = None) -> bool:
+    """Whether this process is ``python -m monai.bundle ...`` (``argv`` defaults to ``sys.argv``)."""
+    argv = list(sys.argv if argv is None else argv)
+    program = Path(argv[0]) if argv else Path()
+    return program.name == "__main__.py" and program.parent.name == "bundle" and program.parent.parent.name == "monai"
+
+
+def stop_command_line(error: BaseException, status: int = 2, argv: Sequence[str] | None = None) -> None:
+    """Under ``python -m monai.bundle``, end the process with ``error: <message>`` on stderr and ``status``.
+
+    A run stopped for a reason the user can fix (a bad setting, a diverging loss, a checkpoint of another model)
+    then ends with one readable line, not a traceback wrapped in MONAI's "Failed to evaluate ConfigExpression".
+    Elsewhere (Python, MONAI Label) this returns and the caller re-raises ``error``.
+    """
+    if running_bundle_cli(argv):
+        sys.stderr.write(f"error: {error}\n")
+        sys.stderr.flush()
+        raise SystemExit(status) from None
+
 
 KEEP_FREED_MEMORY_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40)}
 """The same glibc settings as :func:`keep_freed_memory`, as environment variables (read when a process starts)."""
@@ -43,7 +98,7 @@ def keep_freed_memory(enable: bool | str = True) -> bool:
 
     Args:
         enable: False (or ``"false"``, ``"0"``, ``"no"``, ``"off"``, as a bundle's command line passes it; read by
-            :func:`monai_medspike.bundle.check_flag`) does nothing, so that a config flag can be passed straight
+            :func:`check_flag`) does nothing, so that a config flag can be passed straight
             through.
 
     Returns:

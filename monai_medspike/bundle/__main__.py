@@ -6,7 +6,7 @@ python -m monai_medspike.bundle export covid my_covid_bundle
 python -m monai.bundle run training --config_file my_covid_bundle/configs/train.json
 python -m monai.bundle verify_metadata --meta_file my_covid_bundle/configs/metadata.json \
     --filepath "$(python -m monai_medspike.bundle schema)"
-python -m monai_medspike.bundle sync [--check]   # (developers) write the shared configs into the source bundles
+python -m monai_medspike.bundle sync [--check] [--bundles <folder>]   # generate the bundles' configs
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     export.add_argument("folder", help="the bundle folder to write (new or empty)")
     export.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     sub.add_parser("schema", help="the path of the bundle metadata schema (for verify_metadata --filepath)")
-    sync = sub.add_parser("sync", help="write monai_medspike/bundle/shared/*.json into the checkout's bundles")
+    sync = sub.add_parser("sync", help="generate the configs of the bundles from their dataset records")
     sync.add_argument("--check", action="store_true", help="change nothing; exit 1 naming the files that differ")
     sync.add_argument("--bundles", help="the folder holding the bundles (default: the checkout's bundles/)")
     args = parser.parse_args(argv)
@@ -54,12 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _sync(folder: str | None, check: bool) -> int:
     from pathlib import Path
 
-    from monai_medspike.bundle.sync import sync_bundles
+    from monai_medspike.bundle.sync import RECORD, discover, sync_bundles
 
     root = Path(folder) if folder else Path(__file__).resolve().parents[2] / "bundles"
-    bundles = sorted(p.parents[1] for p in root.glob("*/configs/train.json"))
+    bundles = discover(root)
     if not bundles:
-        print(f"error: no bundles (*/configs/train.json) under {root}; pass --bundles <folder>", file=sys.stderr)
+        print(f"error: no bundles (*/{RECORD}) under {root}; pass --bundles <folder>", file=sys.stderr)
         return 2
     try:
         changed = sync_bundles(bundles, write=not check)
@@ -71,7 +71,7 @@ def _sync(folder: str | None, check: bool) -> int:
     if check and changed:
         print("run: python -m monai_medspike.bundle sync", file=sys.stderr)
         return 1
-    print(f"{len(bundles)} bundles {'match' if check else 'written from'} monai_medspike/bundle/shared")
+    print(f"{len(bundles)} bundles {'match' if check else 'generated from'} their dataset records")
     return 0
 
 

@@ -1,103 +1,372 @@
-"""The configs the five bundles share, written once: ``monai_medspike/bundle/shared/<config>.json``.
+"""The bundles' configs, generated as data: each bundle is its dataset record, the shared configs and the settings.
 
-Each bundle's ``train.json`` and ``inference.json`` are the shared config with the bundle's own dataset keys (a
-line ``"<key>": "{bundle}"`` of the shared config takes the bundle's line for that key; ``"{bundle, optional}"``
-drops the line where the bundle has no such key). ``evaluate.json`` and ``multi_gpu_train.json`` are the shared
-files as they are. A setting added to the workflow or the network is added once, to the shared config, then
-written into every bundle with::
+A bundle folder holds ``dataset.json``, its dataset record: the reader (``dataset``), the values of the settings
+that are the bundle's own (``settings``: batch size, demo data, ...; the reader gives the channels and the label
+names), its changes to the published recipe (``recipe_published``), its metadata text (``metadata``) and the
+modules to import for a reader outside this package (``imports``). From it, the settings declared in
+:mod:`monai_medspike.settings` and the configs in ``monai_medspike/bundle/shared/`` (valid JSON: what every bundle
+runs), :func:`bundle_configs` builds ``configs/train.json``, ``inference.json``, ``evaluate.json``,
+``multi_gpu_train.json``, ``recipe_published.json`` and ``metadata.json`` by loading, merging and dumping JSON::
 
-    python -m monai_medspike.bundle sync          # rewrite the bundles' configs from the shared ones
-    python -m monai_medspike.bundle sync --check  # exit 1, naming the files, where a bundle differs
+    python -m monai_medspike.bundle sync                      # write the configs of the checkout's bundles
+    python -m monai_medspike.bundle sync --check              # exit 1, naming the files, where one differs
+    python -m monai_medspike.bundle sync --bundles <folder>   # the bundles under another folder (a new dataset)
 
-The bundle files stay complete and standalone (MONAI's ``monai.bundle run`` and MONAI Label read them as they are).
+The generated files are complete and standalone (MONAI's ``monai.bundle run`` and MONAI Label read them as they
+are). A new setting is one declaration in :mod:`monai_medspike.settings`, then ``sync``; a new dataset is a reader,
+its record and a README, then ``sync`` (docs/bundles.md).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-__all__ = ["DATASET_KEYS", "SHARED", "SHARED_CONFIGS", "render", "sync_bundles"]
+from monai_medspike.settings import SETTINGS, Setting, is_expression
+
+__all__ = ["GENERATED", "RECORD", "SHARED", "bundle_configs", "discover", "dump", "load_record", "sync_bundles"]
 
 SHARED = Path(__file__).resolve().parent / "shared"
-SHARED_CONFIGS = ("train.json", "inference.json", "evaluate.json", "multi_gpu_train.json")
-DATASET_KEYS = frozenset(
-    {"bundle_root", "dataset", "label_names", "in_channels", "out_channels", "resize", "demo_count", "batch_size",
-     "data_options", "transform_options", "slices_per_volume"}
+RECORD = "dataset.json"
+GENERATED = (
+    "train.json", "inference.json", "evaluate.json", "multi_gpu_train.json", "recipe_published.json", "metadata.json",
 )  # fmt: skip
-"""The keys a bundle sets for its dataset; every other key is the same in all bundles."""
-
-_SLOT = re.compile(r'^(?P<indent>\s*)"(?P<key>\w+)": "\{bundle(?P<optional>, optional)?\}"(?P<comma>,?)$')
-
-
-def _own_lines(text: str, source: Path) -> dict[str, str]:
-    """``{key: its one line, without a trailing comma}`` for the dataset keys of a bundle config.
-
-    Raises:
-        ValueError: a dataset key whose value is not one complete JSON value on its line.
-    """
-    lines = {}
-    for line in text.splitlines():
-        match = re.match(r'^    "(\w+)": (.*?),?$', line)
-        if match and match.group(1) in DATASET_KEYS:
-            try:
-                json.loads(match.group(2))
-            except json.JSONDecodeError as e:
-                raise ValueError(
-                    f"{source}: the value of {match.group(1)!r} must be on one line for sync to carry it ({e})."
-                ) from None
-            lines[match.group(1)] = line.rstrip(",")
-    return lines
+SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
+_ROOT_LINKS = ("train.json", "metadata.json", "logging.conf")
+_RECORD_KEYS = {"name", "dataset", "imports", "settings", "recipe_published", "metadata", "eval_metrics"}
+_METADATA_KEYS = {"name", "task", "description", "changelog", "data_source", "data_type", "image_classes", "modality",
+                  "references"}  # fmt: skip
+#: the order of the settings in a config: what is read, what reads it, how it trains, how the run goes
+_GROUP_ORDER = ("data", "network", "training", "run")
+#: the workflow groups of ``TwoPhaseTraining`` (its network group is the network itself)
+_WORKFLOW_GROUPS = ("data", "training", "run")
 
 
-def render(config: str, bundle_text: str | None, source: Path) -> str:
-    """The text of ``config`` for a bundle whose current text is ``bundle_text``.
+def load_record(folder: str | Path) -> dict[str, Any]:
+    """The dataset record of the bundle in ``folder``, checked.
 
     Raises:
-        ValueError: the bundle lacks a dataset key the shared config requires.
+        ValueError: no record, an unknown key, a setting that is not the bundle's own, or missing metadata text;
+            naming the file.
     """
-    shared = (SHARED / config).read_text()
-    if bundle_text is None:
-        if any(_SLOT.match(line) for line in shared.splitlines()):
-            raise ValueError(f"{source} does not exist; it needs the dataset keys of {SHARED / config}.")
-        return shared
-    own = _own_lines(bundle_text, source)
-    slots = {m["key"] for m in map(_SLOT.match, shared.splitlines()) if m}
-    unplaced = sorted(set(own) - slots)
-    if unplaced:
-        raise ValueError(f"{source} sets {unplaced}, which {SHARED / config} has no line for; add one there.")
-    out = []
-    for line in shared.splitlines():
-        slot = _SLOT.match(line)
-        if not slot:
-            out.append(line)
-        elif slot["key"] in own:
-            out.append(own[slot["key"]] + slot["comma"])
-        elif not slot["optional"]:
-            raise ValueError(f"{source} has no {slot['key']!r}: every bundle sets it (see {SHARED / config}).")
-    return "\n".join(out) + "\n"
+    path = Path(folder) / RECORD
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist: a bundle folder holds its dataset record (docs/bundles.md).")
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}).") from None
+    unknown = sorted(set(record) - _RECORD_KEYS)
+    if unknown or "dataset" not in record:
+        raise ValueError(f"{path}: needs 'dataset' and may hold {sorted(_RECORD_KEYS)}; unknown keys {unknown}.")
+    for key in ("settings", "recipe_published"):
+        bad = sorted(k for k in record.get(key, {}) if k not in SETTINGS or (key == "settings" and not _own(k)))
+        if bad:
+            mine = sorted(k for k, s in SETTINGS.items() if _own(k))
+            raise ValueError(f"{path}: {key} {bad} are not settings a bundle sets for itself; those are {mine}.")
+    missing = sorted(_METADATA_KEYS - set(record.get("metadata", {})))
+    if missing:
+        raise ValueError(f"{path}: metadata lacks {missing}.")
+    return {"name": Path(folder).resolve().name, "imports": [], "settings": {}, "recipe_published": {}, **record}
+
+
+def _own(name: str) -> bool:
+    return SETTINGS[name].per_dataset
+
+
+def _reader(record: Mapping[str, Any]) -> Any:
+    """The bundle's reader with its default options (``@setting`` references in them take the settings' values)."""
+    import importlib
+
+    from monai_medspike.data import get_reader
+
+    for module in record["imports"]:
+        importlib.import_module(module)
+    options = record["settings"].get("data_options", {})
+    resolved = {k: _value(v[1:], record) if isinstance(v, str) and v.startswith("@") else v for k, v in options.items()}
+    return get_reader(record["dataset"], **resolved)
+
+
+def _value(name: str, record: Mapping[str, Any], config: str = "train") -> Any:
+    """The value of setting ``name`` in a bundle's ``config``: the record's, what the reader knows, else the
+    declared default."""
+    setting = SETTINGS[name]
+    if name in record["settings"]:
+        return record["settings"][name]
+    if name == "bundle_name":
+        return record["name"]
+    if name == "dataset":
+        return record["dataset"]
+    if name == "in_channels":
+        return _reader(record).channels
+    if name == "label_names":
+        return list(_reader(record).label_names)
+    return setting.default_in(config)
+
+
+def _held(setting: Setting, record: Mapping[str, Any], config: str) -> bool:
+    optional = setting.name == "slices_per_volume"  # a volume dataset's own setting
+    return config in setting.configs and (not optional or setting.name in record["settings"])
+
+
+def _ordered(config: str, record: Mapping[str, Any]) -> list[Setting]:
+    held = [s for s in SETTINGS.values() if _held(s, record, config)]
+    return sorted(held, key=lambda s: (s.name != "bundle_name", _GROUP_ORDER.index(s.group)))
+
+
+def _python(value: Any) -> str:
+    """``value`` as Python source inside a config expression: an expression's own text without its ``$``, a
+    reference as it is, containers item by item."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_python(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_python(v) for v in value) + "]"
+    if is_expression(value):
+        return value[1:] if value.startswith("$") else value
+    return repr(value)
+
+
+def _shared(name: str) -> dict[str, Any]:
+    return json.loads((SHARED / name).read_text())
+
+
+def _with_imports(config: dict[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
+    config["imports"] = [*config.get("imports", []), *(f"$import {m}" for m in record["imports"])]
+    return config
+
+
+def _settings_block(config: str, record: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """The settings of ``config`` with the bundle's values; each carried one as the value of the config's model
+    (``@resumed``: the run a training resumes; ``@trained_model``: the model evaluation or inference uses) when it
+    has one."""
+    block: dict[str, Any] = {}
+    for setting in _ordered(config, record):
+        value = _value(setting.name, record, config)
+        block[setting.name] = f"$@{model}.setting({setting.name!r}, {_python(value)})" if setting.carried else value
+        if setting.name == "bundle_name":
+            block["bundle_root"] = "$monai_medspike.bundle.bundle_root(@bundle_name)"
+    return block
+
+
+def _model_settings(config: str, record: Mapping[str, Any]) -> dict[str, str]:
+    """``{name: "@name"}`` of the settings a trained model is checked against (carried or identity)."""
+    return {s.name: f"@{s.name}" for s in _ordered(config, record) if s.carried or s.identity}
+
+
+def _train(record: Mapping[str, Any]) -> dict[str, Any]:
+    shared = _shared("train.json")
+    config = {"imports": shared.pop("imports"), **_settings_block("train", record, "resumed"), **shared}
+    workflow = config["workflow"]
+    groups = {
+        group: {s.name: f"@{s.name}" for s in _ordered("train", record) if s.group == group}
+        for group in _WORKFLOW_GROUPS
+    }
+    # the groups go after the components the workflow takes, before the ids MONAI Label sets
+    tail = {k: workflow.pop(k) for k in ("train_data", "val_data", "train_handlers")}
+    workflow.update(groups)
+    workflow.update(tail)
+    return _with_imports(config, record)
+
+
+def _evaluate(record: Mapping[str, Any]) -> dict[str, Any]:
+    shared = _shared("evaluate.json")
+    config: dict[str, Any] = {}
+    for setting in _ordered("evaluate", record):
+        if "train" not in setting.configs:
+            config[setting.name] = _value(setting.name, record, "evaluate")
+    config["trained_model"] = shared.pop("trained_model")
+    # the carried settings of train.json, now the evaluated model's
+    carried = _settings_block("train", record, "trained_model")
+    config.update({name: carried[name] for name in carried if name in SETTINGS and SETTINGS[name].carried})
+    config["model_settings"] = _model_settings("train", record)
+    return {**config, **shared}
+
+
+def _inference(record: Mapping[str, Any]) -> dict[str, Any]:
+    shared = _shared("inference.json")
+    config = {"imports": shared.pop("imports"), **_settings_block("inference", record, "trained_model")}
+    config["trained_model"] = shared.pop("trained_model")
+    config["model_settings"] = _model_settings("inference", record)
+    return _with_imports({**config, **shared}, record)
+
+
+def _recipe(record: Mapping[str, Any]) -> dict[str, Any]:
+    recipe = {s.name: s.published for s in SETTINGS.values() if s.published is not None}
+    return {**recipe, **record["recipe_published"]}
+
+
+def _minimum_versions() -> dict[str, str]:
+    """The lowest version of each dependency the package declares (pyproject.toml, else the installed metadata)."""
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    if pyproject.is_file():
+        requirements = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    else:
+        from importlib.metadata import requires
+
+        requirements = [r for r in requires("monai-medspike") or [] if "extra ==" not in r]
+    versions = {}
+    for requirement in requirements:
+        match = re.match(r"^([A-Za-z0-9_.-]+)(\[[^\]]*\])?\s*(?:==|>=)\s*([0-9][^,;\s]*)", requirement)
+        if match:
+            versions[match.group(1).lower()] = match.group(3)
+    return versions
+
+
+def _metadata(record: Mapping[str, Any]) -> dict[str, Any]:
+    import monai_medspike
+    from monai_medspike.workflows.components import written_mask
+
+    text = record["metadata"]
+    version = monai_medspike.__version__
+    if version not in text["changelog"]:
+        raise ValueError(
+            f"{record['name']}/{RECORD}: metadata.changelog has no entry for this version ({version}); add one."
+        )
+    names = _value("label_names", record)
+    names = list(_reader(record).label_names) if is_expression(names) else list(names)
+    channels = int(_value("in_channels", record))
+    out_channels = 1 if len(names) == 2 else len(names)
+    foreground = names[1] if out_channels == 1 else ", ".join(names)
+    versions = _minimum_versions()
+    mask = written_mask(record["dataset"], out_channels, names)
+    shape = ["16*n", "16*n"]
+    return {
+        "schema": SCHEMA_URL,
+        "version": version,
+        "changelog": text["changelog"],
+        "monai_version": versions.get("monai", ""),
+        "pytorch_version": versions.get("torch", ""),
+        "numpy_version": versions.get("numpy", ""),
+        "required_packages_version": {
+            "monai_medspike": version,
+            **{name: versions[name] for name in ("spikingjelly", "nibabel", "itk-io", "pytorch-ignite", "tensorboard")},
+        },
+        "name": text["name"],
+        "task": text["task"],
+        "description": text["description"],
+        "authors": "monai_medspike developers",
+        "copyright": "Copyright (c) monai_medspike developers",
+        "data_source": text["data_source"],
+        "data_type": text["data_type"],
+        "image_classes": text["image_classes"],
+        "label_classes": "single channel, "
+        + (
+            f"1 is {names[1]}, 0 is everything else"
+            if out_channels == 1
+            else "class indices: " + ", ".join(f"{i} {n}" for i, n in enumerate(names))
+        ),  # fmt: skip
+        "pred_classes": f"single channel logits of {foreground}; sigmoid > 0.5 gives the mask"
+        if out_channels == 1
+        else f"{out_channels} channels of logits ({foreground}); the argmax gives the class",
+        "eval_metrics": record.get("eval_metrics", {}),
+        "intended_use": "Research on spiking networks for medical image segmentation; not for diagnostic use",
+        "references": text["references"],
+        "network_data_format": {
+            "inputs": {
+                "image": {
+                    "type": "image",
+                    "format": "magnitude",
+                    "modality": text["modality"],
+                    "num_channels": channels,
+                    "spatial_shape": shape,
+                    "dtype": "float32",
+                    "value_range": [0, 1],
+                    "is_patch_data": False,
+                    "channel_def": {"0": "image"} if channels == 1 else dict(zip("012", "RGB", strict=False)),
+                }
+            },
+            "outputs": {
+                "pred": {
+                    "type": "image",
+                    "format": "segmentation",
+                    "num_channels": out_channels,
+                    "spatial_shape": shape,
+                    "dtype": "float32",
+                    "value_range": [],
+                    "is_patch_data": False,
+                    "channel_def": {str(i): name for i, name in enumerate(names)},
+                }
+            },
+        },  # fmt: skip
+        "inference_output": mask,
+    }
+
+
+def bundle_configs(folder: str | Path) -> dict[str, dict[str, Any]]:
+    """The generated configs of the bundle in ``folder``: ``{file name: content}`` (:data:`GENERATED`).
+
+    Raises:
+        ValueError: the dataset record is missing or wrong, naming the file and the key.
+    """
+    record = load_record(folder)
+    return {
+        "train.json": _train(record),
+        "inference.json": _inference(record),
+        "evaluate.json": _evaluate(record),
+        "multi_gpu_train.json": _shared("multi_gpu_train.json"),
+        "recipe_published.json": _recipe(record),
+        "metadata.json": _metadata(record),
+    }
+
+
+def dump(value: Any, indent: int = 0, width: int = 120) -> str:
+    """JSON text of a config as people read it: one key per line, a value on one line where it fits."""
+    compact = json.dumps(value, separators=(", ", ": "))
+    pad = " " * (indent + 4)
+    if indent and len(compact) + indent <= width - 20 and not (isinstance(value, dict) and "_target_" in value):
+        return compact
+    if isinstance(value, dict) and value:
+        items = [f"{pad}{json.dumps(k)}: {dump(v, indent + 4, width)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+    if isinstance(value, list) and value:
+        items = [f"{pad}{dump(v, indent + 4, width)}" for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"
+    return compact
+
+
+def discover(root: str | Path) -> list[Path]:
+    """The bundle folders under ``root``: each folder holding a dataset record, sorted."""
+    return sorted(p.parent for p in Path(root).glob(f"*/{RECORD}"))
 
 
 def sync_bundles(folders: list[str | Path], write: bool = True) -> list[Path]:
-    """Bring the bundles' shared configs in line with ``monai_medspike/bundle/shared``; returns the files that
-    differed (rewritten when ``write``). Every file is rendered before any is written, so an error leaves all as
-    they were.
+    """Bring the bundles' generated configs in line with their records, the shared configs and the settings;
+    returns the files that differed (rewritten when ``write``, with the bundle's root links and ``models/``).
+    Every file is generated before any is written, so an error leaves all as they were.
 
     Raises:
-        ValueError: a bundle lacks a dataset key the shared configs require (naming the file and the key).
+        ValueError: a bundle's dataset record is missing or wrong (naming the file and the key).
     """
     texts: dict[Path, str] = {}
     for folder in folders:
-        for config in SHARED_CONFIGS:
-            path = Path(folder) / "configs" / config
-            current = path.read_text() if path.is_file() else None
-            text = render(config, current, path)
-            if text != current:
+        for name, config in bundle_configs(folder).items():
+            path = Path(folder) / "configs" / name
+            text = dump(config) + "\n"
+            if not path.is_file() or path.read_text() != text:
                 texts[path] = text
     if write:
         for path, text in texts.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".json.tmp")
             tmp.write_text(text)
             tmp.replace(path)
+        for folder in map(Path, folders):
+            _complete_folder(folder)
     return list(texts)
+
+
+def _complete_folder(folder: Path) -> None:
+    """The rest of a model-zoo bundle folder: ``configs/logging.conf``, ``models/``, the root links."""
+    logging_conf = folder / "configs" / "logging.conf"
+    if not logging_conf.is_file():
+        logging_conf.write_text((SHARED / "logging.conf").read_text())
+    (folder / "models").mkdir(exist_ok=True)
+    for link in _ROOT_LINKS:
+        target = folder / link
+        if not target.exists() and not target.is_symlink():
+            os.symlink(Path("configs") / link, target)

@@ -29,16 +29,18 @@ __all__ = ["main", "plan_jobs"]
 
 logger = logging.getLogger("monai_medspike.compare")
 
+DEFAULT_MODELS = "student,teacher,student_no_align,basicunet"
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m monai_medspike.compare", description=__doc__.splitlines()[0])
-    p.add_argument("--bundle", required=True, help="bundle folder, e.g. bundles/kvasir")
+    p.add_argument("--bundle", help="bundle folder, e.g. bundles/kvasir (with --report_only: the finished jobs' one)")
     data = p.add_mutually_exclusive_group()
     data.add_argument("--dataset_dir", help="release folder (split with the bundle's defaults and --split_seed)")
     data.add_argument("--datalist", help="a datalist with training, validation and test lists")
     p.add_argument("--test_datalist", help="an external test set: the 'test' list of this datalist is scored")
-    p.add_argument("--models", default="student,teacher,student_no_align,basicunet",
-                   help=f"comma-separated, from: {', '.join(MODELS)}")  # fmt: skip
+    p.add_argument("--models", help=f"comma-separated, from: {', '.join(MODELS)} (default: {DEFAULT_MODELS}; with "
+                   "--report_only: the finished jobs' models)")  # fmt: skip
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
     p.add_argument("--split_seed", type=int, default=0, help="seed of the train/validation/test split (default 0)")
     p.add_argument("--epochs", type=int, help="epochs of each phase (default: the bundle's)")
@@ -93,6 +95,27 @@ def plan_jobs(args: argparse.Namespace, datalist: Path) -> list[dict[str, Any]]:
     return jobs
 
 
+def _finished_jobs(out: Path) -> list[dict[str, Any]]:
+    """The jobs of the finished runs under ``out/runs`` (each ``result.json`` keeps its job: bundle, model, seed,
+    settings), in the order they were planned.
+
+    Raises:
+        FileNotFoundError: no finished job there.
+    """
+    done = sorted((out / "runs").glob("*/result.json"))
+    if not done:
+        raise FileNotFoundError(f"no finished job under {out / 'runs'}; run the comparison first.")
+    jobs = []
+    for path in done:
+        try:
+            jobs.append(json.loads(path.read_text())["job"])
+        except (json.JSONDecodeError, KeyError) as e:
+            raise ValueError(
+                f"{path} is not a finished job's result ({e}); remove it and run the comparison again."
+            ) from None
+    return jobs
+
+
 def _run(job: dict[str, Any]) -> list[dict[str, Any]]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from monai_medspike.compare.jobs import run_job
@@ -108,20 +131,25 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     try:
+        if args.report_only:
+            finished = _finished_jobs(out)
+            args.bundle = args.bundle or finished[0]["bundle"]
+            args.models = args.models or ",".join(dict.fromkeys(job["model"] for job in finished))
+        args.models = args.models or DEFAULT_MODELS
         names = [n.strip() for n in args.models.split(",") if n.strip()]
         jobs_for(names)  # refuse unknown names before any work
         if args.jobs < 1:
             raise ValueError(f"--jobs must be >= 1, got {args.jobs}.")
-        if not Path(args.bundle, "configs", "train.json").is_file():
-            raise FileNotFoundError(f"--bundle {args.bundle}: no configs/train.json there; pass a bundle folder.")
-        overrides = _overrides(args)
-        from monai.bundle import ConfigParser
-
-        from monai_medspike.workflows.settings import check_overrides
-
-        train = Path(args.bundle, "configs", "train.json")  # unknown ids and bad values, before any work
-        check_overrides(ConfigParser.load_config_file(str(train)), overrides, source=str(train))
         if not args.report_only:
+            if not args.bundle or not Path(args.bundle, "configs", "train.json").is_file():
+                raise FileNotFoundError(f"--bundle {args.bundle}: no configs/train.json there; pass a bundle folder.")
+            overrides = _overrides(args)
+            from monai.bundle import ConfigParser
+
+            from monai_medspike.workflows import check_overrides
+
+            train = Path(args.bundle, "configs", "train.json")  # unknown ids and bad values, before any work
+            check_overrides(ConfigParser.load_config_file(str(train)), overrides, source=str(train))
             datalist = prepare_split(
                 out, args.bundle, args.dataset_dir, args.datalist, args.test_datalist, args.split_seed, overrides
             )
@@ -137,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
                     for job, future in [(j, pool.submit(_run, j)) for j in todo]:
                         future.result()
                         logger.info("finished %s seed %s", job["model"], job["seed"])
-        order = [name for spec in jobs_for(names) for name in spec.rows.values()]
+        if args.report_only:
+            order = list(dict.fromkeys(name for job in finished for name in job["rows"].values()))
+        else:
+            order = [name for spec in jobs_for(names) for name in spec.rows.values()]
         command = shlex.join(["python", "-m", "monai_medspike.compare", *(sys.argv[1:] if argv is None else argv)])
         info = {"title": f"{Path(args.bundle).name}", "bundle": str(args.bundle), "command": command}
         write_report(out, info, order=order)

@@ -216,7 +216,7 @@ def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
     """
     from monai.utils import set_determinism
 
-    from monai_medspike.bundle import load_weights
+    from monai_medspike.checkpoints import load_weights
     from monai_medspike.utils import keep_freed_memory
 
     folder = Path(job["folder"])

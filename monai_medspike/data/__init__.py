@@ -11,6 +11,7 @@ from .datalist import PROTOCOLS, prepare
 from .demo import DEMO_DATASETS, make_all_demo_datasets, make_demo_dataset
 from .errors import DataError
 from .readers import READERS, DatasetReader, Sample, get_reader
+from .sources import input_files, prepare_data
 from .splits import SPLITS, split_groups
 from .transforms import DEFAULT_HU_WINDOW, BinarizeLabeld, EnsureChannelsd, get_transforms
 
@@ -27,8 +28,10 @@ __all__ = [
     "Sample",
     "get_reader",
     "get_transforms",
+    "input_files",
     "make_all_demo_datasets",
     "make_demo_dataset",
     "prepare",
+    "prepare_data",
     "split_groups",
 ]

@@ -50,6 +50,10 @@ __all__ = [
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
+READERS: dict[str, type[DatasetReader]] = {}
+"""The readers by name: the seven of this module, and every subclass of :class:`DatasetReader` with a ``name``
+imported since (each registers itself)."""
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -159,7 +163,12 @@ def _read_pair(sample: Sample, mask_mode: str | None = "L") -> tuple[np.ndarray,
 
 
 class DatasetReader(ABC):
-    """Finds and checks the samples of one dataset release."""
+    """Finds and checks the samples of one dataset release.
+
+    A subclass with a ``name`` registers itself in :data:`READERS` when its module is imported, so that
+    ``get_reader(name)`` and the bundles find it: a new dataset is a reader (and, for a bundle, its record
+    ``bundles/<name>/dataset.json``, which names the module to import; docs/bundles.md).
+    """
 
     name: str = ""
     kind: str = "2d"  # "2d" or "volume"
@@ -171,6 +180,13 @@ class DatasetReader(ABC):
     label_threshold: float = 0.0
     #: image channels as stored (1 grey, 3 RGB)
     channels: int = 3
+    #: the class names of the labels, background first
+    label_names: tuple[str, ...] = ("background", "foreground")
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            READERS[cls.name] = cls
 
     @abstractmethod
     def find(self, root: Path) -> tuple[list[Sample], list[str]]:
@@ -194,6 +210,7 @@ class Isic2018Reader(DatasetReader):
 
     name = "isic2018"
     original_protocol = (2075, 519)
+    label_names = ("background", "lesion")
     _layout = ("ISIC2018_Task1-2_Training_Input", "ISIC2018_Task1_Training_GroundTruth")
 
     def find(self, root: Path) -> tuple[list[Sample], list[str]]:
@@ -216,6 +233,7 @@ class KvasirReader(DatasetReader):
 
     name = "kvasir"
     original_protocol = (880, 120)
+    label_names = ("background", "polyp")
     label_threshold = 127.0
 
     def find(self, root: Path) -> tuple[list[Sample], list[str]]:
@@ -248,6 +266,7 @@ class BusiReader(DatasetReader):
 
     name = "busi"
     original_protocol = (624, 156)
+    label_names = ("background", "tumor")
     CLASSES = ("benign", "malignant", "normal")
     _mask = re.compile(r"^(?P<stem>.+)_mask(_\d+)?$")
 
@@ -303,6 +322,7 @@ class MonusegReader(DatasetReader):
 
     name = "monuseg"
     original_protocol = (59, 15)
+    label_names = ("background", "nucleus")
     _train = ("MoNuSeg 2018 Training Data/Tissue Images", "MoNuSeg 2018 Training Data/Annotations")
 
     def __init__(self, outline: bool = True, overlap: str = "last") -> None:
@@ -380,6 +400,7 @@ class Covid2DReader(DatasetReader):
         if classes not in self.LABEL_NAMES:
             raise ValueError(f"classes must be 'binary' or 'multiclass', got {classes!r}.")
         self.classes = classes
+        self.label_names = self.LABEL_NAMES[classes]
 
     def find(self, root: Path) -> tuple[list[Sample], list[str]]:
         layouts = self._binary_layouts if self.classes == "binary" else self._multiclass_layouts
@@ -423,6 +444,7 @@ class CovidCTReader(DatasetReader):
         if mask_dir is None:
             mask_dir = "infection_mask" if classes == "binary" else "infection_mask_multiclass"
         self.image_dir, self.mask_dir, self.classes = image_dir, mask_dir, classes
+        self.label_names = ("background", "infection") if classes == "binary" else self.LABEL_NAMES
 
     @classmethod
     def _case(cls, path: Path) -> str | None:
@@ -493,12 +515,6 @@ class FolderReader(DatasetReader):
     def load(self, sample: Sample) -> Loaded:
         image, mask = _read_pair(sample)
         return Loaded(_check_binary((mask > self.label_threshold).astype(np.uint8), sample.masks[0]), image.shape[:2])
-
-
-READERS: dict[str, type[DatasetReader]] = {
-    cls.name: cls
-    for cls in (Isic2018Reader, KvasirReader, BusiReader, MonusegReader, Covid2DReader, CovidCTReader, FolderReader)
-}
 
 
 def get_reader(name: str, **options: object) -> DatasetReader:

@@ -6,11 +6,12 @@ Usage::
         [--image_size 256 256] [--layout spike_driven] [--json energy.json] [--markdown energy.md]
         [--e_mac 4.6e-12] [--e_ac 0.9e-12]
 
-The images are the first ``--images`` of the bundle's validation split (its demo data unless ``--dataset_dir`` or
-``--datalist`` say otherwise; CT volumes give evenly spaced axial slices), at the bundle's ``image_size`` unless
-``--image_size`` is given. Without ``--checkpoint`` the latest trained student of the bundle's output folder is
-used; with none there, the untrained network with batch-norm statistics estimated on the images (the rates are
-then not those of a trained model, and the output says so). MONAI's ``BasicUNet``, ``UNet`` and ``SegResNet``
+The student is ``--checkpoint``, else the bundle's newest trained student (the newer of ``models/model.pt`` and
+the newest ``student-*/model.pt``); its network, data and image size come from its record (a ``--layout`` that
+contradicts it is refused; an ``--image_size`` is used, with a note). The images are the first ``--images`` of the
+validation split of that data (CT volumes give evenly spaced axial slices). Without a trained student, the
+bundle's untrained network with batch-norm statistics estimated on the images (the rates are then not those of a
+trained model, and the output says so). MONAI's ``BasicUNet``, ``UNet`` and ``SegResNet``
 (MACs only) are counted on the same images. ``--json`` carries every layer's input firing rate, input elements,
 fan-out, MACs and SOPs, and the neuron updates, for checking the counts by hand.
 """
@@ -41,7 +42,7 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m monai_medspike.energy", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", required=True, help="bundle folder, e.g. bundles/covid")
-    p.add_argument("--checkpoint", help="student (spiking) model.pt; default: the bundle's latest trained student")
+    p.add_argument("--checkpoint", help="student (spiking) model.pt; default: the bundle's newest trained student")
     p.add_argument("--teacher_checkpoint", help="ANN-twin model.pt; default: the bundle's latest trained teacher")
     p.add_argument("--images", type=int, default=4, help="number of validation images (default 4)")
     p.add_argument("--image_size", type=int, nargs=2, metavar=("H", "W"), help="default: the bundle's image_size")
@@ -63,21 +64,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from monai.networks.nets import BasicUNet, SegResNet, UNet
 
-        from monai_medspike.bundle import find_checkpoint
         from monai_medspike.metrics import FiringRateMonitor
+        from monai_medspike.runs import find_checkpoint
 
         bundle = Path(args.bundle)
         parser = bundle_config(bundle, args)
+        student = parser.get_parsed_content("network_def")  # the checkpoint's network, checked against the options
         images = bundle_images(parser, args.images)
         output_root = parser.get_parsed_content("output_root")
-        student = parser.get_parsed_content("network_def")
         teacher = parser.get_parsed_content("teacher_def")
-        student_ckpt = load_or_calibrate(student, args.checkpoint or find_checkpoint(output_root, "student"), images)
+        trained = parser.get_parsed_content("trained_model").path
+        student_ckpt = load_or_calibrate(student, str(trained) if trained else None, images)
         teacher_ckpt = load_or_calibrate(
             teacher, args.teacher_checkpoint or find_checkpoint(output_root, "teacher"), images
         )
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        from monai_medspike.utils import first_cause
+
+        print(f"error: {str(first_cause(err)).splitlines()[0]}", file=sys.stderr)
         return 2
     channels_in, channels_out = images.shape[1], int(parser.get_parsed_content("out_channels"))
     time_steps = int(parser.get_parsed_content("time_steps"))

@@ -22,19 +22,23 @@ __all__ = [
 
 
 def bundle_config(bundle: Path, args: argparse.Namespace) -> Any:
-    """The bundle's ``train.json`` with the command's overrides (output folder, data, image size)."""
+    """The bundle's ``train.json`` with its ``evaluate.json`` overlay and the command's overrides: the network, the
+    data and the image size are those of the student checkpoint (``--checkpoint``, else the bundle's newest trained
+    student), read from its record; a given ``--layout`` that contradicts it is refused, a given ``--image_size`` is
+    used with a note. Without a trained student: the bundle's defaults."""
     from monai.bundle import ConfigParser
 
-    train = bundle / "configs" / "train.json"
-    if not train.is_file():
-        raise FileNotFoundError(
-            f"--bundle {bundle}: no configs/train.json there; pass a bundle folder (bundles/<name>)."
-        )
+    configs = [bundle / "configs" / name for name in ("train.json", "evaluate.json")]
+    missing = [str(c) for c in configs if not c.is_file()]
+    if missing:
+        raise FileNotFoundError(f"--bundle {bundle}: no {', '.join(missing)}; pass a bundle folder (bundles/<name>).")
     parser = ConfigParser()
-    parser.read_config(str(train))
+    parser.read_config([str(c) for c in configs])
     parser["bundle_root"] = str(bundle.resolve())
     if args.output_root:
         parser["output_root"] = str(Path(args.output_root).resolve())
+    if args.checkpoint:
+        parser["ckpt_path"] = str(Path(args.checkpoint).resolve())
     for key in ("dataset_dir", "datalist"):
         if getattr(args, key):
             parser[key] = str(Path(getattr(args, key)).resolve())
@@ -79,7 +83,7 @@ def bundle_images(parser: Any, count: int, split: str = "validation") -> torch.T
 
 def load_or_calibrate(network: torch.nn.Module, checkpoint: str | None, images: torch.Tensor) -> str:
     """Load ``checkpoint`` into ``network``, or estimate its batch-norm statistics on ``images``; say which."""
-    from monai_medspike.bundle import load_weights
+    from monai_medspike.checkpoints import load_weights
     from monai_medspike.handlers import recalibrate_batch_norm
 
     if checkpoint:

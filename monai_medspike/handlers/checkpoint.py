@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,46 +10,12 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
-from monai_medspike.bundle import is_main_process
+from monai_medspike.checkpoints import model_file, save_atomic
+from monai_medspike.distributed import is_main_process
 
 __all__ = ["BestModelSaver", "ResumableCheckpoint", "all_finite", "save_atomic"]
 
 logger = logging.getLogger(__name__)
-
-
-def save_atomic(obj: Any, path: str | Path) -> str:
-    """``torch.save(obj, path)`` so that a kill at any moment leaves either the previous file or the new one.
-
-    The object is written to a temporary file in the same folder, flushed to disk, then renamed over ``path``
-    (a rename within one file system is atomic). The temporary file is removed if writing fails; temporary files of
-    an earlier writer that was killed are removed by the next write (one process writes a given file).
-
-    Returns:
-        ``path`` as a string.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed mid-write
-        with contextlib.suppress(OSError):
-            stale.unlink()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-    return str(path)
 
 
 def all_finite(tensors: Any) -> bool:
@@ -111,23 +74,33 @@ class ResumableCheckpoint:
 
 
 class BestModelSaver:
-    """Save the network's state dict as ``<save_dir>/<filename>`` when validation reaches a new best.
+    """Save the network as ``<save_dir>/<filename>`` when validation reaches a new best.
 
     Attach it to the evaluator. It reads the best key metric that MONAI's ``SupervisedEvaluator`` keeps in
     ``state.best_metric``/``best_metric_epoch``; a non-finite metric never counts as best, and a network holding a
     non-finite weight is never saved (the evaluator's run stops with an error instead). The file is written
-    atomically, by the main process only, as a plain state dict (as MONAI's ``CheckpointSaver`` writes a single
-    object and model-zoo bundles ship ``models/model.pt``).
+    atomically, by the main process only, as ``{"model": state_dict, "record": record}``
+    (:func:`monai_medspike.checkpoints.model_file`: MONAI's ``CheckpointLoader`` and ``ckpt_export --key_in_ckpt
+    model`` read the weights under ``"model"``; the record says what the network is and how it was trained).
 
     Args:
         network: the network to save (the student itself, not a wrapper around it).
         save_dir: the run folder.
         filename: the file name.
+        record: the record saved with it (:func:`monai_medspike.checkpoints.make_record`), or a callable that
+            returns it; None: the weights alone, under ``"model"``.
     """
 
-    def __init__(self, network: torch.nn.Module, save_dir: str | Path, filename: str = "model.pt") -> None:
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        save_dir: str | Path,
+        filename: str = "model.pt",
+        record: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
+    ) -> None:
         self.network = network
         self.path = Path(save_dir) / filename
+        self.record = record
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.COMPLETED, self)
@@ -144,5 +117,6 @@ class BestModelSaver:
                 f"validation at epoch {state.epoch} scored {metric:.4f} but the network holds non-finite values; "
                 f"not saving it as {self.path}. Lower the learning rate."
             )
-        save_atomic(self.network.state_dict(), self.path)
+        record = self.record() if callable(self.record) else self.record
+        save_atomic(model_file(self.network, record), self.path)
         logger.info("Epoch[%d] new best %.4f: %s written", state.epoch, metric, self.path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 
-from monai_medspike.bundle import load_weights
+from monai_medspike.checkpoints import load_weights
 
 __all__ = ["TeacherLoader"]
 
@@ -61,5 +61,5 @@ class TeacherLoader:
             self.teacher.eval()
             logger.info("teacher loaded from %s", self.checkpoint)
         if self.student is not None and fresh:
-            load_weights(self.student, self.checkpoint)
+            load_weights(self.student, self.checkpoint, twin=True)
             logger.info("the student starts from the teacher's weights (%s)", self.checkpoint)

@@ -3,9 +3,9 @@ inference, their inferer and post-processing, and the check of a run's settings.
 
 from __future__ import annotations
 
+from .command_line import check_command_line, check_overrides
 from .components import get_infer_postprocessing, get_inferer, get_postprocessing
 from .evaluation import PER_IMAGE_SCORES, Evaluation, Inference
-from .settings import SETTINGS, SettingsError, check_command_line, check_overrides, check_settings
 from .training import (
     CACHES,
     PHASES,
@@ -14,7 +14,7 @@ from .training import (
     load_resumable,
     make_dataset,
     publish_model,
-    resolve_resume,
+    train_scalars,
     trained_epochs,
 )
 
@@ -22,21 +22,18 @@ __all__ = [
     "CACHES",
     "PER_IMAGE_SCORES",
     "PHASES",
-    "SETTINGS",
     "Evaluation",
     "Inference",
     "Phase",
-    "SettingsError",
     "TwoPhaseTraining",
     "check_command_line",
     "check_overrides",
-    "check_settings",
     "get_infer_postprocessing",
     "get_inferer",
     "get_postprocessing",
     "load_resumable",
     "make_dataset",
     "publish_model",
-    "resolve_resume",
+    "train_scalars",
     "trained_epochs",
 ]

@@ -19,7 +19,7 @@ from monai.transforms import (
 
 from monai_medspike.data import get_reader
 
-__all__ = ["get_infer_postprocessing", "get_inferer", "get_postprocessing"]
+__all__ = ["get_infer_postprocessing", "get_inferer", "get_postprocessing", "written_mask"]
 
 
 def get_inferer(dataset: str, image_size: Sequence[int], resize: bool = True, sw_batch_size: int = 1) -> Inferer:
@@ -54,6 +54,23 @@ def get_postprocessing(out_channels: int) -> Compose:
     )
 
 
+def _mask_encoding(dataset: str, out_channels: int) -> tuple[str, int | None]:
+    """The file suffix of an inference mask and the factor its class indices are scaled by (None: not scaled)."""
+    volume = get_reader(dataset).kind == "volume"
+    return (".nii.gz" if volume else ".png"), (255 if not volume and out_channels == 1 else None)
+
+
+def written_mask(dataset: str, out_channels: int, label_names: Sequence[str]) -> dict[str, object]:
+    """What inference writes per input (``metadata.json``'s ``inference_output`` says the same): the file name, its
+    type and what each value means."""
+    suffix, scale = _mask_encoding(dataset, out_channels)
+    return {
+        "file": f"<input name>_seg{suffix}",
+        "dtype": "uint8",
+        "values": {str(i * (scale or 1)): name for i, name in enumerate(label_names)},
+    }
+
+
 def get_infer_postprocessing(
     dataset: str, out_channels: int, preprocessing: Compose, output_dir: str | None = None
 ) -> Compose:
@@ -64,6 +81,7 @@ def get_infer_postprocessing(
     ``uint8`` label, without its channel for 2D images, the form MONAI Label's writer takes."""
     multi = out_channels > 1
     volume = get_reader(dataset).kind == "volume"
+    suffix, scale = _mask_encoding(dataset, out_channels)
     transforms = [
         Activationsd(keys="pred", sigmoid=not multi, softmax=multi),
         AsDiscreted(keys="pred", threshold=None if multi else 0.5, argmax=multi),
@@ -75,9 +93,9 @@ def get_infer_postprocessing(
                 keys="pred",
                 output_dir=output_dir,
                 output_postfix="seg",
-                output_ext=".nii.gz" if volume else ".png",
+                output_ext=suffix,
                 output_dtype=np.uint8,
-                scale=None if volume or multi else 255,
+                scale=scale,
                 resample=False,
                 separate_folder=False,
                 print_log=False,

@@ -8,8 +8,10 @@ reads as well.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,17 +27,64 @@ from monai.handlers import (
     from_engine,
 )
 
-from monai_medspike.bundle import load_weights, write_summary
+from monai_medspike.checkpoints import load_weights
 from monai_medspike.metrics import PerImageScore
 from monai_medspike.networks.utils import fold_for_inference
 
-__all__ = ["PER_IMAGE_SCORES", "Evaluation", "Inference"]
+__all__ = ["PER_IMAGE_SCORES", "Evaluation", "Inference", "write_summary"]
 
 logger = logging.getLogger(__name__)
 
 #: the per-image scores of an evaluation (``dice`` is the key metric), each with MONAI's details per image
 PER_IMAGE_SCORES = ("dice", "iou", "accuracy", "specificity", "sensitivity")
 _METRIC_NAMES = ("dice", "miou", "accuracy", "specificity", "sensitivity")  # their names in the summary ("mIoU")
+
+
+def write_summary(
+    engine: Any, out_dir: str, extra: dict | None = None, label_names: list[str] | tuple[str, ...] | None = None
+) -> str:
+    """Write ``engine.state.metrics`` (and ``extra``) as ``<out_dir>/summary.json``; return the file path.
+
+    With ``label_names`` (background first, as in the bundle's ``label_names``) the summary also holds
+    ``per_class``: for each foreground class, the mean over images of every metric whose per-image details the
+    engine kept (``engine.state.metric_details``, one column per foreground class). Images where a metric is not
+    finite (e.g. HD95 with an empty mask) are left out of that mean and counted in ``<metric>_not_finite``.
+
+    Raises:
+        ValueError: a metric has a different number of classes than ``label_names`` names.
+    """
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    metrics = {
+        k: (float(v) if isinstance(v, int | float) or hasattr(v, "item") else v)
+        for k, v in engine.state.metrics.items()
+    }
+    summary = {"metrics": metrics, "images": len(engine.data_loader.dataset), **(extra or {})}
+    if label_names is not None:
+        summary["per_class"] = _per_class(getattr(engine.state, "metric_details", {}) or {}, list(label_names)[1:])
+    path = folder / "summary.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    logger.info("evaluation summary written to %s: %s", path, metrics)
+    return str(path)
+
+
+def _per_class(details: dict[str, Any], foreground: list[str]) -> dict[str, dict[str, float | int | None]]:
+    per_class: dict[str, dict[str, float | int | None]] = {name: {} for name in foreground}
+    for metric, values in details.items():
+        values = torch.as_tensor(values, dtype=torch.float64)
+        values = values.reshape(values.shape[0], -1) if values.ndim else values.reshape(1, 1)
+        if values.shape[1] != len(foreground):
+            raise ValueError(
+                f"metric {metric!r} has {values.shape[1]} classes but label_names names {len(foreground)} "
+                f"foreground classes ({foreground}); make label_names match out_channels."
+            )
+        for column, name in enumerate(foreground):
+            column_values = values[:, column]
+            finite = torch.isfinite(column_values)
+            per_class[name][metric] = float(column_values[finite].mean()) if finite.any() else None
+            if not finite.all():
+                per_class[name][f"{metric}_not_finite"] = int((~finite).sum())
+    return per_class
 
 
 def _loader(data: Sequence[dict], transform: Callable, num_workers: int) -> DataLoader:
@@ -133,7 +182,7 @@ class Inference:
     Args:
         network: the network (``network_def``); ``checkpoint`` is loaded into it strictly.
         checkpoint: the ``model.pt`` to use.
-        data: ``[{"image": path}, ...]`` (see :func:`monai_medspike.bundle.input_files`).
+        data: ``[{"image": path}, ...]`` (see :func:`monai_medspike.data.input_files`).
         preprocessing, inferer, postprocessing: the bundle's ids of the same names.
         device, num_workers: where and with how many loader workers.
         fold_batch_norm: fold the batch norms that follow convolutions into them after loading the weights

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import pickle
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,15 @@ from monai.handlers import (
 )
 from monai.transforms import Compose, Randomizable
 
-from monai_medspike.bundle import find_checkpoint, is_main_process, run_dir, train_scalars
+from monai_medspike.checkpoints import (
+    CheckpointError,
+    check_resume,
+    make_record,
+    read_checkpoint,
+    save_atomic,
+    warn_unrecorded,
+)
+from monai_medspike.distributed import is_main_process, run_stamp
 from monai_medspike.handlers import (
     BatchNormRecalibration,
     BestModelSaver,
@@ -42,10 +50,10 @@ from monai_medspike.handlers import (
     ResumableCheckpoint,
     TeacherLoader,
 )
-from monai_medspike.handlers.checkpoint import save_atomic
 from monai_medspike.losses import DistributionAlignmentLoss, SegmentationAlignmentLoss
-
-from .settings import stop_command_line
+from monai_medspike.runs import CHECKPOINT, find_checkpoint, resolve_resume, run_dir
+from monai_medspike.settings import SETTINGS, SettingsError, complete_group
+from monai_medspike.utils import stop_command_line
 
 __all__ = [
     "CACHES",
@@ -56,14 +64,14 @@ __all__ = [
     "make_dataset",
     "publish_model",
     "resolve_resume",
+    "train_scalars",
     "trained_epochs",
 ]
 
 logger = logging.getLogger(__name__)
 
 PHASES = ("teacher", "student")
-CHECKPOINT = "last.pt"
-CACHES = (None, "memory", "disk")
+CACHES = SETTINGS["cache"].rule.choices
 
 
 def _cached_part(transform: Callable) -> str:
@@ -106,6 +114,20 @@ def publish_model(model: str | Path, ckpt_dir: str | Path) -> Path | None:
     return target
 
 
+def train_scalars(output: dict, loss: Any = None, optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
+    """Scalars of one training iteration for ``StatsHandler``/``TensorBoardStatsHandler``.
+
+    ``train_loss`` from the trainer output, the loss terms kept in ``loss.components`` (``seg``, ``align``) and
+    the learning rate of the first parameter group.
+    """
+    scalars = {"train_loss": float(output["loss"])}
+    for name, value in getattr(loss, "components", {}).items():
+        scalars[f"train_{name}_loss"] = float(value)
+    if optimizer is not None:
+        scalars["lr"] = float(optimizer.param_groups[0]["lr"])
+    return scalars
+
+
 def trained_epochs(state: dict) -> tuple[int, int]:
     """``(epochs done, epochs planned)`` of a resumable checkpoint (ignite keeps the iteration, not the epoch)."""
     trainer = state["trainer"]
@@ -116,50 +138,19 @@ def load_resumable(path: Path) -> dict:
     """The content of a resumable checkpoint, checked to hold what resuming needs.
 
     Raises:
-        ValueError: ``path`` is another kind of checkpoint (e.g. a ``model.pt``), naming what it lacks.
+        CheckpointError: ``path`` is unreadable (naming it), or another kind of checkpoint (e.g. a ``model.pt``),
+            naming what it lacks.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    _, _, state = read_checkpoint(path)
     missing = [
         k for k in ("model", "optimizer", "lr_scheduler", "trainer") if not isinstance(state, dict) or k not in state
     ]
     if missing:
-        raise ValueError(
+        raise CheckpointError(
             f"--resume_from {path} is not a resumable checkpoint (it lacks {', '.join(missing)}); give the run "
             f"folder or its {CHECKPOINT}, not model.pt."
         )
     return state
-
-
-def resolve_resume(resume_from: str | Path | None) -> Path | None:
-    """The resumable checkpoint that ``--resume_from`` names: a ``last.pt`` file, or a run folder holding one.
-
-    Raises:
-        FileNotFoundError: nothing there to resume, with what the folder (or its parent) holds.
-    """
-    if resume_from is None or resume_from == "":
-        return None
-    path = Path(resume_from)
-    if path.is_dir():
-        if (path / CHECKPOINT).is_file():
-            return (path / CHECKPOINT).resolve()
-        held = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir() if not p.name.startswith("."))
-        runs = sorted(p.name for p in path.glob("*-*") if (p / CHECKPOINT).is_file())
-        hint = (
-            f" Runs there that can be resumed: {', '.join(runs)}."
-            if runs
-            else " A run writes it at the end of each epoch; one killed in its first epoch has nothing to resume."
-        )
-        raise FileNotFoundError(
-            f"--resume_from {path}: no {CHECKPOINT} in this folder (it holds: {', '.join(held) or 'nothing'}).{hint}"
-        )
-    if path.is_file():
-        return path.resolve()
-    parent = path.parent
-    runs = sorted(p.name for p in parent.glob("*-*") if (p / CHECKPOINT).is_file()) if parent.is_dir() else []
-    where = f" Resumable runs in {parent}: {', '.join(runs)}." if runs else ""
-    raise FileNotFoundError(
-        f"--resume_from {path}: no such file or folder; give a run folder or its {CHECKPOINT}.{where}"
-    )
 
 
 @dataclass
@@ -185,7 +176,23 @@ class TwoPhaseTraining:
     epochs after re-estimating batch-norm statistics, keeps the best network by validation Dice as
     ``<run>/model.pt``, writes a resumable ``<run>/last.pt`` atomically at the end of every epoch, stops early when
     the Dice stalls, and stops with an error at the first non-finite loss, gradient or weight. Runs go to
-    ``<output_root>/teacher-<run_id>`` and ``<output_root>/student-<run_id>``.
+    ``<output_root>/teacher-<run_id>`` and ``<output_root>/student-<run_id>``. Both files carry the record of the
+    network and of the run's settings (:mod:`monai_medspike.checkpoints`), which evaluation, inference and MONAI
+    Label read back, and which a resumed run is compared with.
+
+    The settings come in three groups, each a dict of the settings declared in :mod:`monai_medspike.settings`
+    (missing ones take their declared defaults; a bundle's ``workflow`` block passes every one):
+
+    - ``data``: ``dataset``, ``classes``, ``label_names``, ``image_size``, ``cache``, ``num_workers``, ... (what the
+      transforms were built from is recorded; ``cache`` and ``num_workers`` shape the loaders);
+    - ``training``: ``phase``, ``epochs``, ``val_interval``, ``batch_size``, ``learning_rate``, ``lr_patience``,
+      ``early_stop_patience``, ``early_stop_min_delta``, ``lambda_align``, ``lambda_side``, ``align_stages``,
+      ``init_from_teacher``, ``teacher_checkpoint``, ``bn_recalibration_batches``;
+    - ``run``: ``output_root`` (required), ``run_id``, ``run_name``, ``overwrite``, ``resume_from``, ``ckpt_dir``
+      (where the best student is published as ``model.pt``), ``device``, ``distributed`` (``torchrun``),
+      ``ddp_kwargs``, ``bundle_name``, ``seed``.
+
+    The network group is what ``network_def`` is (its arguments are recorded from the network itself).
 
     Args:
         network_def: the spiking student (``MedSpikeFormer``).
@@ -194,40 +201,16 @@ class TwoPhaseTraining:
         train_transforms, val_transforms: the transform chains of the two lists.
         inferer: validation inferer.
         postprocessing: turns ``pred``/``label`` into discrete masks (keeps ``logits``/``label_index`` for the loss).
-        out_channels: the networks' output channels (1: sigmoid, more: softmax).
-        device: where to train.
-        output_root: the folder of the runs.
-        run_id: names the run folders (the same for both phases).
-        phase: ``"teacher"``, ``"student"`` or ``"both"``.
-        epochs, val_interval, batch_size, num_workers, learning_rate, lr_patience: the budget.
-        early_stop_patience, early_stop_min_delta: stop when the validation Dice has not improved by more than
-            ``early_stop_min_delta`` for ``early_stop_patience`` validations.
-        lambda_align: weight of the alignment loss (0: the student trains alone, no teacher is needed).
-        align_stages: encoder stages whose side outputs are aligned.
-        lambda_side: weight of the deep supervision of the teacher's side heads in the teacher phase (their masks are
-            what the student is aligned to; 0: they stay as initialised, as in the published code); a teacher without
-            side outputs (a MONAI network) ignores it.
-        init_from_teacher: the student starts from its teacher's weights (the ANN twin has the student's parameters)
-            instead of a random initialisation; needs the teacher checkpoint even with ``lambda_align`` 0.
-        teacher_checkpoint: the teacher for the student phase; default: this run's teacher (``both``) or the newest
-            ``teacher-*/model.pt`` under ``output_root``.
-        bn_recalibration_batches: training batches for batch-norm re-estimation (None: all; 0: off).
-        run_name: the run folder's name instead of ``<phase>-<run_id>`` (single phase only).
-        overwrite: allow writing into a non-empty run folder.
-        resume_from: a run folder or its ``last.pt`` to continue (see :func:`resolve_resume`).
-        distributed: wrap the network in ``DistributedDataParallel`` and shard the data (``torchrun``).
-        ddp_kwargs: keyword arguments for ``DistributedDataParallel``.
-        cache: ``None`` reads and decodes every image at every epoch (MONAI ``Dataset``); ``"memory"`` keeps
-            each sample's result up to the first random transform in memory (``CacheDataset``); ``"disk"`` keeps it
-            under ``<output_root>/cache/<hash of those transforms>/`` (``PersistentDataset``, reused by later runs).
+        data, training, run: the settings groups above.
         train_data, val_data: ``[{"image": ..., "label": ...}, ...]`` lists used instead of the datalist's
             ``training`` and ``validation`` lists (the bundle ids ``train#dataset#data`` and
             ``validate#dataset#data``, which MONAI Label's ``BundleTrainTask`` sets). An empty ``val_data`` with
             ``train_data`` validates on the training data.
         train_handlers: further Ignite handlers attached to the trainer of the last phase this run trains (the
             bundle id ``train#handlers``; MONAI Label puts its ``CheckpointLoader`` there).
-        ckpt_dir: where the best student is published as ``model.pt`` when its phase ends (atomically), the file
-            evaluation, inference, ``ckpt_export`` and MONAI Label load by default; None: not published.
+
+    Raises:
+        SettingsError: a key that is no setting of its group, or a bad value.
     """
 
     def __init__(
@@ -239,105 +222,77 @@ class TwoPhaseTraining:
         val_transforms: Callable,
         inferer: Any,
         postprocessing: Callable,
-        out_channels: int,
-        device: torch.device | str,
-        output_root: str,
-        run_id: str,
-        phase: str = "both",
-        epochs: int = 10,
-        val_interval: int = 1,
-        batch_size: int = 2,
-        num_workers: int = 0,
-        learning_rate: float = 1e-3,
-        lr_patience: int = 30,
-        early_stop_patience: int = 100,
-        early_stop_min_delta: float = 0.0,
-        lambda_align: float = 1.0,
-        align_stages: Sequence[int] = (0, 1, 2, 3),
-        lambda_side: float = 1.0,
-        init_from_teacher: bool = False,
-        teacher_checkpoint: str | None = None,
-        bn_recalibration_batches: int | None = None,
-        run_name: str | None = None,
-        overwrite: bool | str = False,
-        resume_from: str | None = None,
-        distributed: bool = False,
-        ddp_kwargs: dict | None = None,
-        cache: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        training: Mapping[str, Any] | None = None,
+        run: Mapping[str, Any] | None = None,
         train_data: Sequence[dict] | None = None,
         val_data: Sequence[dict] | None = None,
         train_handlers: Sequence[Any] | None = None,
-        ckpt_dir: str | None = None,
     ) -> None:
-        if phase not in (*PHASES, "both"):
-            raise ValueError(f"--phase must be one of teacher, student, both; got {phase!r}.")
+        self.settings = {
+            "data": complete_group("data", data, config="train"),
+            "training": complete_group("training", training, config="train"),
+            "run": complete_group("run", run, config="train", required=("output_root",)),
+        }
+        self.training = self.settings["training"]
+        self.run_settings = self.settings["run"]
         self.networks = {"teacher": teacher_def, "student": network_def}
         self.datalist_file = datalist_file
         self.transforms = {"training": train_transforms, "validation": val_transforms}
         self.inferer = inferer
         self.postprocessing = postprocessing
-        self.out_channels = int(out_channels)
+        out_channels = getattr(network_def, "out_channels", None)
+        if not isinstance(out_channels, int):
+            raise ValueError("network_def must be a MedSpikeFormer (its out_channels decides sigmoid or softmax).")
+        self.out_channels = out_channels
         self.activation = "sigmoid" if self.out_channels == 1 else "softmax"
-        self.device = torch.device(device)
-        self.output_root = str(output_root)
-        self.run_id = run_id
-        self.phase = phase
-        self.epochs = int(epochs)
-        self.val_interval = int(val_interval)
-        self.batch_size = int(batch_size)
-        self.num_workers = int(num_workers)
-        self.learning_rate = float(learning_rate)
-        self.lr_patience = int(lr_patience)
-        self.early_stop_patience = int(early_stop_patience)
-        self.early_stop_min_delta = float(early_stop_min_delta)
-        self.lambda_align = float(lambda_align)
-        self.align_stages = list(align_stages)
-        self.lambda_side = float(lambda_side)
-        self.init_from_teacher = bool(init_from_teacher)
-        self.teacher_checkpoint = teacher_checkpoint
-        self.bn_recalibration_batches = bn_recalibration_batches
-        self.run_name = run_name
-        self.overwrite = overwrite
-        self.resume_from = resume_from
-        self.distributed = bool(distributed)
-        self.ddp_kwargs = dict(ddp_kwargs or {})
-        if cache not in CACHES:
-            raise ValueError(f"--cache must be one of {', '.join(map(str, CACHES))}; got {cache!r}.")
-        self.cache = cache
-        self.data = {"training": train_data, "validation": val_data}
+        device = self.run_settings.get("device")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.output_root = str(self.run_settings["output_root"])
+        self.run_id = self.run_settings.get("run_id") or run_stamp()
+        self.phase = self.training["phase"]
+        self.lists = {"training": train_data, "validation": val_data}
         if train_data is not None and not train_data:
             raise ValueError("train#dataset#data is empty; give at least one {'image': ..., 'label': ...} pair.")
         self.train_handlers = list(train_handlers or [])
-        self.ckpt_dir = ckpt_dir
         #: per phase trained by :meth:`run`: ``seconds`` (training with its validations), ``epochs`` (reached),
         #: ``best_val_dice`` and ``best_epoch``
         self.history: dict[str, dict[str, float]] = {}
         self._loaders: dict[str, DataLoader] = {}
 
+    def record(self, name: str) -> dict[str, Any]:
+        """The record of phase ``name``'s network and of this run's settings, saved with its checkpoints."""
+        student = getattr(self.networks["student"], "arguments", {})
+        channels = {k: student[k] for k in ("in_channels", "out_channels") if k in student}
+        groups = {"network": channels, **self.settings}
+        return make_record(self.networks[name], name, self.run_settings.get("bundle_name"), groups)
+
     # ----------------------------------------------------------------------------------------------- data
     def loader(self, split: str) -> DataLoader:
         """The data loader of ``split`` (``"training"`` shuffled, ``"validation"`` in order), built once."""
         if split not in self._loaders:
-            data = self.data[split]
+            data = self.lists[split]
             if data is None:
                 data = load_decathlon_datalist(self.datalist_file, data_list_key=split)
             elif not data:  # no validation list of its own (MONAI Label with one study): validate on training
                 logger.warning("no validation data given; validating on the training data")
-                data = self.data["training"]
+                data = self.lists["training"]
             data = list(data)
-            dataset = make_dataset(data, self.transforms[split], self.cache, Path(self.output_root) / "cache")
+            dataset = make_dataset(
+                data, self.transforms[split], self.settings["data"]["cache"], Path(self.output_root) / "cache"
+            )
             training = split == "training"
             sampler = None
-            if self.distributed:
+            if self.run_settings["distributed"]:
                 from monai.data import DistributedSampler
 
                 sampler = DistributedSampler(dataset, even_divisible=training, shuffle=training)
             self._loaders[split] = DataLoader(
                 dataset,
-                batch_size=self.batch_size if training else 1,
+                batch_size=self.training["batch_size"] if training else 1,
                 shuffle=training and sampler is None,
                 sampler=sampler,
-                num_workers=self.num_workers,
+                num_workers=self.settings["data"]["num_workers"],
             )
         return self._loaders[split]
 
@@ -348,21 +303,22 @@ class TwoPhaseTraining:
 
     def phase_dir(self, name: str) -> str:
         """The run folder of phase ``name`` (checked to be free unless ``overwrite``)."""
-        folder = self.run_name if (self.run_name and self.phase == name) else f"{name}-{self.run_id}"
-        return run_dir(self.output_root, folder, self.overwrite)
+        run_name = self.run_settings["run_name"]
+        folder = run_name if (run_name and self.phase == name) else f"{name}-{self.run_id}"
+        return run_dir(self.output_root, folder, self.run_settings["overwrite"])
 
     def student_teacher_checkpoint(self) -> str | None:
         """The teacher checkpoint the student aligns to."""
-        if self.teacher_checkpoint:
-            return str(self.teacher_checkpoint)
+        if self.training["teacher_checkpoint"]:
+            return str(self.training["teacher_checkpoint"])
         if self.phase == "both":
             return str(Path(self.output_root) / f"teacher-{self.run_id}" / "model.pt")
         return find_checkpoint(self.output_root, "teacher")
 
     def _wrap(self, network: torch.nn.Module) -> torch.nn.Module:
-        if not self.distributed:
+        if not self.run_settings["distributed"]:
             return network
-        kwargs = dict(self.ddp_kwargs)
+        kwargs = dict(self.run_settings["ddp_kwargs"])
         if self.device.type == "cuda":
             kwargs.setdefault("device_ids", [self.device])
         return torch.nn.parallel.DistributedDataParallel(network, **kwargs)
@@ -384,9 +340,9 @@ class TwoPhaseTraining:
         student = name == "student"
         output_dir = output_dir or self.phase_dir(name)
         network = self.networks[name].to(self.device)
-        align = student and self.lambda_align > 0
-        init = student and self.init_from_teacher  # TeacherLoader leaves a resumed student's weights alone
-        side = not student and self.lambda_side > 0 and hasattr(network, "forward_with_side_outputs")
+        align = student and self.training["lambda_align"] > 0
+        init = student and self.training["init_from_teacher"]  # TeacherLoader leaves a resumed student's weights alone
+        side = not student and self.training["lambda_side"] > 0 and hasattr(network, "forward_with_side_outputs")
         handlers: list[Any] = []
         extra: dict[str, Any] = {}
         hint = "Train it first (--phase teacher or --phase both), pass --teacher_checkpoint <model.pt>, or set " + (
@@ -414,21 +370,24 @@ class TwoPhaseTraining:
                 teacher_checkpoint = teacher_checkpoint or self.student_teacher_checkpoint()
                 handlers.append(TeacherLoader(None, teacher_checkpoint, hint=hint, student=network))
             train_network = self._wrap(network)
-        alignment = DistributionAlignmentLoss(stages=self.align_stages, activation=self.activation) if align else None
+        stages = self.training["align_stages"]
+        alignment = DistributionAlignmentLoss(stages=stages, activation=self.activation) if align else None
         loss = SegmentationAlignmentLoss(
             activation=self.activation,
-            lambda_align=self.lambda_align if align else 0.0,
+            lambda_align=self.training["lambda_align"] if align else 0.0,
             alignment=alignment,
-            lambda_side=self.lambda_side if side else 0.0,
+            lambda_side=self.training["lambda_side"] if side else 0.0,
         )
-        optimizer = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
-        lr_scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", patience=self.lr_patience)
+        optimizer = torch.optim.Adam(network.parameters(), lr=self.training["learning_rate"])
+        lr_scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", patience=self.training["lr_patience"]
+        )
         main = is_main_process()
         tb_dir = f"{output_dir}/tb"
-        evaluator = self._evaluator(train_network, network, output_dir, tb_dir if main else None)
+        evaluator = self._evaluator(train_network, network, output_dir, tb_dir if main else None, name)
         trainer = SupervisedTrainer(
             device=self.device,
-            max_epochs=self.epochs,
+            max_epochs=self.training["epochs"],
             train_data_loader=self.loader("training"),
             network=train_network,
             optimizer=optimizer,
@@ -441,7 +400,8 @@ class TwoPhaseTraining:
             extra=lambda: {
                 "phase": name,
                 "run_id": self.run_id,
-                "learning_rate": self.learning_rate,
+                "learning_rate": self.training["learning_rate"],
+                "record": self.record(name),
                 "best": {
                     "best_metric": float(getattr(evaluator.state, "best_metric", -1.0)),
                     "best_metric_epoch": int(getattr(evaluator.state, "best_metric_epoch", -1)),
@@ -451,11 +411,14 @@ class TwoPhaseTraining:
         )
         scalars = lambda output: train_scalars(output, loss, optimizer)  # noqa: E731
         handlers += [
-            DivergenceGuard(network, name, checkpoint.path, self.learning_rate),
+            DivergenceGuard(network, name, checkpoint.path, self.training["learning_rate"]),
             BatchNormRecalibration(
-                network, self.loader("training"), num_batches=self.bn_recalibration_batches, interval=self.val_interval
+                network,
+                self.loader("training"),
+                num_batches=self.training["bn_recalibration_batches"],
+                interval=self.training["val_interval"],
             ),
-            ValidationHandler(validator=evaluator, epoch_level=True, interval=self.val_interval),
+            ValidationHandler(validator=evaluator, epoch_level=True, interval=self.training["val_interval"]),
             LrScheduleHandler(
                 lr_scheduler, print_lr=True, step_transform=lambda engine: evaluator.state.metrics["val_loss"]
             ),
@@ -477,8 +440,8 @@ class TwoPhaseTraining:
         for handler in handlers:
             handler.attach(trainer)
         EarlyStopHandler(
-            patience=self.early_stop_patience,
-            min_delta=self.early_stop_min_delta,
+            patience=self.training["early_stop_patience"],
+            min_delta=self.training["early_stop_min_delta"],
             score_function=lambda engine: engine.state.metrics["val_mean_dice"],
             trainer=trainer,
             epoch_level=True,
@@ -487,7 +450,7 @@ class TwoPhaseTraining:
                      checkpoint)  # fmt: skip
 
     def _evaluator(
-        self, train_network: torch.nn.Module, network: torch.nn.Module, output_dir: str, tb_dir: str | None
+        self, train_network: torch.nn.Module, network: torch.nn.Module, output_dir: str, tb_dir: str | None, name: str
     ) -> SupervisedEvaluator:
         background = self.out_channels == 1
         pair = from_engine(["pred", "label"])
@@ -506,7 +469,7 @@ class TwoPhaseTraining:
                     epoch_level=True,
                 ),
             ]
-        val_handlers.append(BestModelSaver(network, output_dir))
+        val_handlers.append(BestModelSaver(network, output_dir, record=lambda: self.record(name)))
         return SupervisedEvaluator(
             device=self.device,
             val_data_loader=self.loader("validation"),
@@ -525,40 +488,62 @@ class TwoPhaseTraining:
 
     # ----------------------------------------------------------------------------------------------- running
     def run(self) -> dict[str, str]:
-        """Train the phases (resuming where ``resume_from`` says); returns ``{phase: run folder}``."""
-        resume = resolve_resume(self.resume_from)
+        """Train the phases (resuming where ``resume_from`` says); returns ``{phase: run folder}``.
+
+        Under ``python -m monai.bundle`` a run that cannot go on for a reason the user can fix (a resume point of
+        another bundle or with other settings, a damaged checkpoint: exit status 2; a diverging loss: 1) ends with
+        one line saying why.
+        """
+        try:
+            return self._run()
+        except (CheckpointError, SettingsError, FileNotFoundError) as error:
+            stop_command_line(error)
+            raise
+        except FloatingPointError as error:  # DivergenceError, or a non-finite network at validation
+            stop_command_line(error, status=1)
+            raise
+
+    def _resume_point(self) -> tuple[Path | None, dict | None]:
+        resume = resolve_resume(self.run_settings["resume_from"])
         state = load_resumable(resume) if resume else None
-        todo = self.phases()
         if state is not None and state.get("phase") == "teacher" and self.phase == "both":
             student = resume.parent.parent / f"student-{state.get('run_id')}" / CHECKPOINT
             if student.is_file():  # the student of this run had started too: continue it
                 resume, state = student, load_resumable(student)
+        return resume, state
+
+    def _run(self) -> dict[str, str]:
+        resume, state = self._resume_point()
+        todo = self.phases()
         resumed_phase = None
         if state is not None:
             resumed_phase = state.get("phase") or (self.phase if self.phase != "both" else None)
             if resumed_phase not in PHASES:
-                raise ValueError(
+                raise CheckpointError(
                     f"--resume_from {resume} does not say which phase it holds (an older checkpoint); "
                     "add --phase teacher or --phase student."
                 )
             if resumed_phase not in todo:
-                raise ValueError(
+                raise CheckpointError(
                     f"--resume_from {resume} holds the {resumed_phase} phase but --phase is {self.phase}; "
                     f"use --phase {resumed_phase} or --phase both."
                 )
+            if state.get("record") is None:
+                warn_unrecorded(resume)
+            else:
+                check_resume(state["record"], self.record(resumed_phase), resume)
             todo = todo[todo.index(resumed_phase) :]
             self.run_id = state.get("run_id") or self.run_id
+        epochs = self.training["epochs"]
         folders: dict[str, str] = {}
         for name in todo:
             if state is not None and name == resumed_phase:
                 folder = str(resume.parent)
                 done, planned = trained_epochs(state)
-                if done >= self.epochs or (state.get("finished") and done < planned):
-                    how = "stopped early after" if done < min(planned, self.epochs) else "has trained"
-                    logger.info(
-                        "the %s in %s %s %d epoch(s) (--epochs %d); not trained again", name, folder, how, done,
-                        self.epochs,
-                    )  # fmt: skip
+                if done >= epochs or (state.get("finished") and done < planned):
+                    how = "stopped early after" if done < min(planned, epochs) else "has trained"
+                    logger.info("the %s in %s %s %d epoch(s) (--epochs %d); not trained again", name, folder, how,
+                                done, epochs)  # fmt: skip
                     folders[name] = folder
                     continue
                 phase = self.build_phase(name, folder, state.get("teacher_checkpoint"), state.get("teacher"))
@@ -574,11 +559,7 @@ class TwoPhaseTraining:
                 else:
                     phase = self.build_phase(name)
             logger.info("training the %s in %s", name, phase.output_dir)
-            try:
-                phase.trainer.run()
-            except FloatingPointError as error:  # DivergenceError, or a non-finite network at validation
-                stop_command_line(error, status=1)
-                raise
+            phase.trainer.run()
             folders[name] = phase.output_dir
             self.history[name] = {
                 "seconds": float(phase.trainer.state.times.get("COMPLETED") or 0.0),
@@ -587,20 +568,28 @@ class TwoPhaseTraining:
                 "best_epoch": int(getattr(phase.evaluator.state, "best_metric_epoch", -1)),
             }
             del phase
-        if "student" in folders and self.ckpt_dir and is_main_process():
-            publish_model(Path(folders["student"]) / "model.pt", self.ckpt_dir)
+        ckpt_dir = self.run_settings.get("ckpt_dir")
+        if "student" in folders and ckpt_dir and is_main_process():
+            publish_model(Path(folders["student"]) / "model.pt", ckpt_dir)
         return folders
 
     def _load(self, phase: Phase, state: dict, path: Path) -> None:
-        phase.network.load_state_dict(state["model"])
+        try:
+            phase.network.load_state_dict(state["model"])
+        except RuntimeError as error:  # a checkpoint without a record, of another network
+            raise CheckpointError(
+                f"--resume_from {path} does not fit this run's network ({str(error).splitlines()[0]}); resume it "
+                "with the settings it was trained with."
+            ) from None
         phase.optimizer.load_state_dict(state["optimizer"])
         phase.lr_scheduler.load_state_dict(state["lr_scheduler"])
         phase.trainer.load_state_dict(state["trainer"])
-        phase.trainer.state.max_epochs = self.epochs
-        if state.get("learning_rate") not in (None, self.learning_rate):
+        phase.trainer.state.max_epochs = self.training["epochs"]
+        learning_rate = self.training["learning_rate"]
+        if state.get("learning_rate") not in (None, learning_rate):
             for group in phase.optimizer.param_groups:
-                group["lr"] = self.learning_rate
-            logger.info("learning rate set to --learning_rate %g (the run started at %g)", self.learning_rate,
+                group["lr"] = learning_rate
+            logger.info("learning rate set to --learning_rate %g (the run started at %g)", learning_rate,
                         state["learning_rate"])  # fmt: skip
         best = state.get("best", {})
         phase.evaluator.state.best_metric = best.get("best_metric", -1.0)

@@ -54,9 +54,9 @@ from monai_medspike.apps.monailabel.bundles import (
     resolve_models,
     served_model,
 )
-from monai_medspike.bundle import check_flag
 from monai_medspike.networks.layers import lif_kernel
 from monai_medspike.networks.utils import fold_for_inference
+from monai_medspike.utils import check_flag
 
 __all__ = ["MedSpikeApp", "MedSpikeInferTask", "MedSpikeTrainTask", "ModelNotTrainedError", "not_trained_message"]
 
@@ -105,15 +105,43 @@ class MedSpikeInferTask(BundleInferTask):
                 f"{path} is no servable bundle: it needs configs/inference.json, configs/metadata.json and "
                 f"models/model.pt. {not_trained_message(name, path)}"
             )
-        overrides = bundle_overrides(conf, name)
-        if overrides:  # e.g. --conf covid.classes multiclass: the network and labels follow the overridden config
-            self.bundle_config.update(overrides)
-            self.network = self.bundle_config.get_parsed_content("network_def", instantiate=True)
-        self.bundle: BundleInfo = bundle_info(name, self.bundle_config)
+        self.name = name
+        # the network, the transforms and the labels are those the served model's record says (e.g. its training
+        # size and layout), with the app's --conf <name>.<id> overrides (a contradicting one is refused)
+        self.overrides = {"ckpt_path": str(served_model(path)), **bundle_overrides(conf, name)}
         self._network_lock = threading.Lock()
         self._folded: Any = None
+        self._configure()
+
+    def _configure(self) -> None:
+        """Build the network and the bundle's description from the served model's record (again when a newly
+        published model.pt was trained with other settings)."""
+        model = served_model(self.bundle_path)
+        self._configured = model.stat().st_mtime_ns if model.is_file() else None
+        self.bundle_config.update(self.overrides)
+        self.bundle_config.parse(reset=True)
+        self._record = self.bundle_config.get_parsed_content("trained_model").record
+        self.network = self.bundle_config.get_parsed_content("network_def", instantiate=True)
+        self.bundle: BundleInfo = bundle_info(self.name, self.bundle_config)
         if self.labels != self.bundle.labels:  # metadata.json describes the default classes only
             self.labels = self.bundle.labels
+
+    def _follow_published_model(self) -> None:
+        """Rebuild the network and the transforms when the served model.pt changed and its record with it."""
+        model = served_model(self.bundle_path)
+        if not model.is_file() or model.stat().st_mtime_ns == self._configured:
+            return
+        from monai_medspike.checkpoints import read_checkpoint
+
+        _, record, _ = read_checkpoint(model)
+        if record == self._record:
+            self._configured = model.stat().st_mtime_ns
+            return
+        logger.info("model %s: %s was trained with other settings; the network and transforms follow it", self.name,
+                    model)  # fmt: skip
+        self._configure()
+        self._networks.clear()
+        self._folded = None
 
     def info(self) -> dict[str, Any]:
         info = super().info()
@@ -133,6 +161,7 @@ class MedSpikeInferTask(BundleInferTask):
     def _get_network(self, device: Any, data: Any) -> Any:
         # one request at a time: a second one must not get the cached network before it is folded
         with self._network_lock:
+            self._follow_published_model()
             network = super()._get_network(device, data)  # a fresh copy of the bundle's network when model.pt changes
             fold = check_flag(self.bundle_config.get("fold_batch_norm", False), "fold_batch_norm")
             if network is not None and fold and network is not self._folded:

@@ -1,10 +1,11 @@
 """The MONAI Label app's pieces that need no MONAI Label: models to local bundles, input checks, studies per model.
 
-MONAI Label's stock bundle app resolves model names against the online model zoo. This app maps the names
-``isic2018, kvasir, busi, monuseg, covid`` to bundle folders on disk (the bundles shipped with the package, or the
-folder given with ``--conf bundles``) and never downloads anything. Each folder is a model-zoo bundle that MONAI
-Label's stock ``BundleInferTask`` and ``BundleTrainTask`` run as it is: ``configs/inference.json`` stands alone,
-``models/model.pt`` holds the served weights, and ``configs/train.json`` has the ids those tasks override.
+MONAI Label's stock bundle app resolves model names against the online model zoo. This app maps model names to
+the bundle folders on disk (the bundles shipped with the package, or every bundle in the folder given with
+``--conf bundles``, a new dataset's included) and never downloads anything. Each folder is a model-zoo bundle that
+MONAI Label's stock ``BundleInferTask`` and ``BundleTrainTask`` run as it is: ``configs/inference.json`` stands
+alone, ``models/model.pt`` holds the served weights and its record (the network and transforms are built from
+it), and ``configs/train.json`` has the ids those tasks override.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: the model names the app serves, one per bundle folder
-MODELS = ("isic2018", "kvasir", "busi", "monuseg", "covid")
+#: the models of the bundles shipped with the package (those in ``--conf bundles`` are discovered the same way)
+MODELS = tuple(shipped_bundles())
 _VOLUME_SUFFIXES = (".nii.gz", ".nii")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _REQUIRED_CONFIGS = ("train.json", "inference.json", "metadata.json")
@@ -81,8 +82,9 @@ def resolve_models(
 
     Args:
         models: ``"all"`` (or None or empty), a comma-separated string (MONAI Label's ``--conf models``) or a
-            sequence of names from :data:`MODELS`.
-        bundles_dir: the folder holding one folder per bundle (default: :func:`default_bundles_dir`).
+            sequence of bundle names.
+        bundles_dir: the folder holding one folder per bundle (default: :func:`default_bundles_dir`); its bundles
+            are the models.
 
     Returns:
         ``{name: bundle folder}`` in the order asked for.
@@ -91,18 +93,19 @@ def resolve_models(
         ValueError: an unknown model name (the valid ones are listed).
         FileNotFoundError: a bundle folder, or one of its configs, is missing.
     """
+    root = Path(bundles_dir) if bundles_dir else default_bundles_dir()
+    served = _bundle_names(root) or list(MODELS)
     if models is None or (isinstance(models, str) and models.strip().lower() in ("", "all")):
-        names = list(MODELS)
+        names = served
     else:
         raw = models.split(",") if isinstance(models, str) else list(models)
         names = [str(m).strip() for m in raw if str(m).strip()]
-    unknown = [n for n in names if n not in MODELS]
+    unknown = [n for n in names if n not in served and n not in MODELS]
     if unknown:
         raise ValueError(
             f"unknown model(s) {', '.join(map(repr, unknown))} in 'models'; this app serves the local bundles "
-            f"{', '.join(MODELS)} (or 'all'). Nothing is fetched from the MONAI model zoo."
+            f"{', '.join(served)} (or 'all'). Nothing is fetched from the MONAI model zoo."
         )
-    root = Path(bundles_dir) if bundles_dir else default_bundles_dir()
     found: dict[str, Path] = {}
     for name in dict.fromkeys(names):
         folder = (root / name).resolve()
@@ -114,6 +117,12 @@ def resolve_models(
             )
         found[name] = folder
     return found
+
+
+def _bundle_names(root: Path) -> list[str]:
+    """The bundles in ``root`` (folders with ``configs/train.json``), the shipped ones first in their order."""
+    found = sorted(p.parents[1].name for p in root.glob("*/configs/train.json"))
+    return [n for n in MODELS if n in found] + [n for n in found if n not in MODELS]
 
 
 def bundle_overrides(conf: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -128,7 +137,7 @@ def bundle_overrides(conf: Mapping[str, Any], name: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in conf.items():
         model, dot, config_id = str(key).partition(".")
-        if not dot or model not in MODELS:
+        if not dot:
             continue
         if not config_id:
             raise ValueError(f"--conf {key}: name a config id after the model, e.g. --conf covid.classes multiclass")

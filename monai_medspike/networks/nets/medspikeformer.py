@@ -255,6 +255,12 @@ class MedSpikeFormer(nn.Module):
             if isinstance(module, CheckpointedSegments):
                 module.use_checkpoint = self._use_checkpoint
 
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """The constructor arguments of this network (as now switched: ``use_checkpoint``, ``precision``): what a
+        checkpoint records so that the same network can be built again (:mod:`monai_medspike.checkpoints`)."""
+        return dict(self._arguments)
+
     def ann_twin(self) -> MedSpikeFormer:
         """A new, untrained network with this one's arguments and ``spiking=False``: its ANN twin (the teacher of
         distribution alignment), with the same layout, widths and heads."""
