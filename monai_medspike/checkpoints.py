@@ -38,6 +38,7 @@ __all__ = [
     "TrainedModel",
     "check_resume",
     "describe_network",
+    "load_model",
     "load_weights",
     "make_record",
     "model_file",
@@ -263,6 +264,24 @@ def load_weights(network: torch.nn.Module, path: str | Path, twin: bool = False)
     network.load_state_dict(state)
     logger.info("loaded %s", path)
     return network
+
+
+def load_model(path: str | Path, **options: Any) -> torch.nn.Module:
+    """The network a checkpoint holds, built from its record, with its weights, in eval mode: the Python way to use a
+    trained bundle model without its configs (MONAI's ``monai.bundle.load`` builds the network of a config, not of
+    the checkpoint). ``options``: ``use_checkpoint``, ``channels_last``, ``precision``.
+
+    Raises:
+        CheckpointError: unreadable, without a record (build the network and use :func:`load_weights`), or holding a
+            network other than MedSpikeFormer.
+    """
+    model = TrainedModel(path)
+    if model.record is None:
+        raise CheckpointError(
+            f"checkpoint {path} carries no record of its network; build the network it was trained as and load it "
+            "with monai_medspike.checkpoints.load_weights."
+        )
+    return load_weights(model.network({}, **options), path).eval()
 
 
 _warned: set[str] = set()

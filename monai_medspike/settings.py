@@ -94,7 +94,7 @@ class Number(Rule):
 class Choice(Rule):
     def __init__(self, *choices: Any) -> None:
         self.choices = choices
-        self.text = " | ".join("null" if c is None else str(c) for c in choices)
+        self.text = ", ".join("null" if c is None else f"`{c}`" for c in choices)
 
     def __call__(self, value: Any) -> str | None:
         if value in self.choices and not isinstance(value, bool):
@@ -103,7 +103,7 @@ class Choice(Rule):
 
 
 class Flag(Rule):
-    text = "true | false"
+    text = "true or false"
 
     def __call__(self, value: Any) -> str | None:
         try:
@@ -354,7 +354,7 @@ _DECLARED = (
     Setting("ckpt_dir", "run", "$@bundle_root + '/models'", "where a finished training publishes its best student "
             "as model.pt (null: nowhere)"),
     Setting("run_id", "run", "$monai_medspike.distributed.run_stamp()", "names the run folders "
-            "(<phase>-<run_id>), the same for both phases and every rank", configs=CONFIGS),
+            "(<phase>-<run_id>), the same for both phases and every rank"),
     Setting("run_name", "run", None, "a run folder's name instead of <phase>-<time>", Text(), configs=_TRAIN),
     Setting("overwrite", "run", False, "allow writing into a non-empty run folder", Flag()),
     Setting("resume_from", "run", None, "a run folder or its last.pt to continue", Resumable(), configs=_TRAIN),
@@ -458,7 +458,7 @@ def settings_table() -> str:
         "| id | group | what | allowed | default | checkpoint |",
         "|---|---|---|---|---|---|",
     ]
-    for s in _DECLARED:
+    for s in sorted(_DECLARED, key=lambda s: GROUPS.index(s.group)):
         default = "the bundle's" if s.per_dataset else shown(s.default)
         if s.inference_default is not None:
             default += f"; inference: {shown(s.inference_default)}"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 
 from monai_medspike.networks.nets import MedSpikeFormer
@@ -25,3 +28,25 @@ def saved_bytes(fn) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn()
     return sum(storages.values())
+
+
+def write_model(path: Path, parser: Any, phase: str = "student", state: dict | None = None) -> Path:
+    """``path`` as a bundle's training writes its ``model.pt``: the network of ``parser`` (a bundle's ``train.json``
+    with overrides; ``network_def`` or, for ``phase="teacher"``, ``teacher_def``) with ``state`` (default: its own
+    initial weights) and the record of the config's settings."""
+    from monai_medspike.checkpoints import make_record, model_file
+    from monai_medspike.settings import group_settings
+
+    network = parser.get_parsed_content("network_def" if phase == "student" else "teacher_def")
+    if state is not None:
+        network.load_state_dict(state)
+    groups = {
+        group: {
+            s.name: parser.get_parsed_content(s.name) for s in group_settings(group, "train") if s.name in parser.config
+        }
+        for group in ("data", "training", "run")
+    }
+    record = make_record(network, phase, parser.get_parsed_content("bundle_name"), groups)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model_file(network, record), path)
+    return path

@@ -31,3 +31,14 @@ def test_every_test_named_in_the_reliability_table_exists():
             assert ref[1] in functions, f"{current}::{ref[1]} is named in docs/reliability.md but does not exist"
             named += 1
     assert named >= 30
+
+
+def test_the_settings_table_of_docs_bundles_md_is_the_declarations():
+    """docs/bundles.md shows monai_medspike.settings.settings_table() as it is (regenerate it after a change)."""
+    from monai_medspike.settings import SETTINGS, settings_table
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "bundles.md").read_text()
+    start = text.index("<!-- settings table: generated from monai_medspike.settings.SETTINGS")
+    table = text[text.index("\n", start) + 1 : text.index("<!-- end of the settings table -->")]
+    assert table == settings_table()
+    assert all(f"| `{name}` |" in table for name in SETTINGS)

@@ -55,3 +55,30 @@ def test_energy_report_of_a_bundle(name, layout, tmp_path, capsys):
 def test_a_folder_that_is_not_a_bundle_is_named(tmp_path, capsys):
     assert main(["--bundle", str(tmp_path)]) == 2
     assert f"--bundle {tmp_path}: no configs/train.json" in capsys.readouterr().err
+
+
+def test_energy_counts_the_checkpoints_network_at_its_training_size(tmp_path, capsys):
+    """A trained student carries its layout and size: energy counts that network on images of that size, and a
+    ``--layout`` that contradicts it is refused in one line."""
+    from monai.bundle import ConfigParser
+
+    from tests.helpers import write_model
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / "kvasir" / "configs" / "train.json"))
+    parser.update({"image_size": [32, 32], "layout": "spike_driven", "embed_dims": [8, 8, 16, 16],
+                   "output_root": str(tmp_path / "outputs")})  # fmt: skip
+    model = write_model(tmp_path / "outputs" / "student-1" / "model.pt", parser)
+    out = tmp_path / "energy.json"
+    args = ["--bundle", str(REPO / "bundles" / "kvasir"), "--output_root", str(tmp_path / "outputs"), "--images", "1"]
+    assert main([*args, "--checkpoint", str(model), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["checkpoint"] == str(model) and report["layout"] == "spike_driven"
+    assert report["image_size"] == [32, 32]
+    capsys.readouterr()
+    assert main([*args, "--checkpoint", str(model), "--layout", "published"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: --layout 'published' contradicts the checkpoint {model}, which was trained with layout "
+        "'spike_driven'; leave --layout out to use the checkpoint's."
+    )

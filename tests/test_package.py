@@ -68,8 +68,9 @@ def test_readme_commands_install_with_the_constraints_and_ci_runs_them():
 def test_the_bundles_ship_with_the_package_and_export_writes_one(tmp_path, capsys):
     from monai_medspike.bundle import export_bundle, shipped_bundles
     from monai_medspike.bundle.__main__ import main
+    from tests.bundles.helpers import BUNDLES
 
-    assert sorted(shipped_bundles()) == ["busi", "covid", "isic2018", "kvasir", "monuseg"]
+    assert sorted(shipped_bundles()) == sorted(BUNDLES)  # every bundle of the checkout, discovered
     assert main(["export", "busi", str(tmp_path / "busi")]) == 0
     folder = tmp_path / "busi"
     assert (folder / "configs" / "train.json").read_text() == (ROOT / "bundles/busi/configs/train.json").read_text()
@@ -77,7 +78,7 @@ def test_the_bundles_ship_with_the_package_and_export_writes_one(tmp_path, capsy
     assert main(["export", "busi", str(folder)]) == 2  # not over a bundle already there
     assert "exists and is not empty" in capsys.readouterr().err
     assert main(["export", "nope", str(tmp_path / "x")]) == 2
-    assert "the shipped bundles are: busi, covid, isic2018, kvasir, monuseg" in capsys.readouterr().err
+    assert f"the shipped bundles are: {', '.join(sorted(BUNDLES))}" in capsys.readouterr().err
     export_bundle("busi", folder, overwrite=True)
 
 
@@ -132,9 +133,12 @@ def test_a_wheel_installed_outside_the_checkout_exports_and_trains_a_bundle(tmp_
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (image,) = sorted((out / "demo_data").rglob("*.jpg"))[:1]
-    infer = ["--config_file", "../kv/configs/inference.json", "--image_size", "[32, 32]", "--input", str(image)]
+    infer = ["--config_file", "../kv/configs/inference.json", "--input", str(image)]  # its size: the checkpoint's
     call("-m", "monai.bundle", "run", "inferring", *infer, "--infer_name", "one", python=python, cwd=elsewhere)
     assert [p.name for p in (out / "one").iterdir()] == [image.stem + "_seg.png"]
     # monai.bundle.load finds the network and its published weights in the exported folder
     load = "from monai.bundle import load; print(type(load('kv', bundle_dir='.', device='cpu')).__name__)"
     assert call("-c", load, python=python).strip().endswith("MedSpikeFormer")
+    # the model as its record says, with its weights, without any config
+    load = "from monai_medspike.checkpoints import load_model; print(load_model('kv/models/model.pt').in_channels)"
+    assert call("-c", load, python=python).strip().endswith("3")

@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             order = [name for spec in jobs_for(names) for name in spec.rows.values()]
         command = shlex.join(["python", "-m", "monai_medspike.compare", *(sys.argv[1:] if argv is None else argv)])
+        if args.report_only and (out / "summary.json").is_file():  # the command that ran the jobs
+            command = json.loads((out / "summary.json").read_text()).get("info", {}).get("command", command)
         info = {"title": f"{Path(args.bundle).name}", "bundle": str(args.bundle), "command": command}
         write_report(out, info, order=order)
     except (ValueError, FileNotFoundError) as error:

@@ -53,7 +53,7 @@ MODELS: dict[str, ModelSpec] = {
                   rows={"teacher": "teacher"}, description="the ANN twin of MedSpikeFormer (spiking=False)"),
         ModelSpec("student_no_align", "student", overrides={"lambda_align": 0.0},
                   rows={"student": "student_no_align"}, description="the spiking student without a teacher"),
-        ModelSpec("student_from_teacher", "both", overrides={"workflow#init_from_teacher": True},
+        ModelSpec("student_from_teacher", "both", overrides={"init_from_teacher": True},
                   rows={"student": "student_from_teacher"},
                   description="the spiking student started from its trained ANN teacher's weights, then aligned to it"),
         ModelSpec("student_spike_driven", "both", overrides={"layout": "spike_driven"},

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .datalist import PROTOCOLS, prepare
 from .demo import DEMO_DATASETS, make_all_demo_datasets, make_demo_dataset
 from .errors import DataError
-from .readers import READERS, DatasetReader, Sample, get_reader
+from .readers import READERS, DatasetReader, Loaded, Sample, get_reader
 from .sources import input_files, prepare_data
 from .splits import SPLITS, split_groups
 from .transforms import DEFAULT_HU_WINDOW, BinarizeLabeld, EnsureChannelsd, get_transforms
@@ -25,6 +25,7 @@ __all__ = [
     "DataError",
     "DatasetReader",
     "EnsureChannelsd",
+    "Loaded",
     "Sample",
     "get_reader",
     "get_transforms",

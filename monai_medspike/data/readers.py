@@ -43,6 +43,7 @@ __all__ = [
     "DatasetReader",
     "Isic2018Reader",
     "KvasirReader",
+    "Loaded",
     "MonusegReader",
     "Sample",
     "get_reader",

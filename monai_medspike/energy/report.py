@@ -29,9 +29,11 @@ def bundle_config(bundle: Path, args: argparse.Namespace) -> Any:
     from monai.bundle import ConfigParser
 
     configs = [bundle / "configs" / name for name in ("train.json", "evaluate.json")]
-    missing = [str(c) for c in configs if not c.is_file()]
+    missing = [f"configs/{c.name}" for c in configs if not c.is_file()]
     if missing:
-        raise FileNotFoundError(f"--bundle {bundle}: no {', '.join(missing)}; pass a bundle folder (bundles/<name>).")
+        raise FileNotFoundError(
+            f"--bundle {bundle}: no {' or '.join(missing)} there; pass a bundle folder (bundles/<name>)."
+        )
     parser = ConfigParser()
     parser.read_config([str(c) for c in configs])
     parser["bundle_root"] = str(bundle.resolve())

@@ -15,6 +15,7 @@ from PIL import Image
 
 from monai_medspike.bundle import export_bundle, shipped_bundle
 from monai_medspike.data import make_demo_dataset
+from tests.helpers import write_model
 
 # an oblique (10 degrees about z), flipped, shifted voxel-to-world matrix with spacing 0.7 x 0.75 x 5 mm: an app
 # that drops or re-orients the geometry fails on it (scanner affines are rotations times spacings, never sheared)
@@ -78,30 +79,32 @@ def export_bundles(root: Path, names: list[str]) -> Path:
 
 
 def read_config(bundle: Path, config: str = "inference.json", overrides: dict | None = None) -> ConfigParser:
-    """A bundle's config as MONAI Label reads it: the file alone, ``bundle_root`` set, then ``overrides``."""
+    """A bundle's config as MONAI Label reads it: the file alone, ``bundle_root`` set, then ``overrides``; the
+    model it serves is ``<bundle>/models/model.pt`` (``ckpt_path``, as the app sets it)."""
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / config))
     parser["bundle_root"] = str(bundle)
+    if config == "inference.json" and (bundle / "models" / "model.pt").is_file():
+        parser["ckpt_path"] = str(bundle / "models" / "model.pt")
     parser.update(overrides or {})
     return parser
 
 
 def write_weights(bundle: Path, overrides: dict | None = None, logit: float | None = None) -> Path:
-    """``<bundle>/models/model.pt`` (a plain state dict, as training publishes it) of the bundle's network.
+    """``<bundle>/models/model.pt`` as a training with ``overrides`` publishes it: the bundle's network and the
+    record of those settings (which the app reads back: no ``--conf`` needs to repeat them).
 
     Args:
         logit: None keeps the network's initial weights (seed 0); a number zeroes the classifier's weights and sets
             its bias to it, so every pixel gets that logit (positive: all foreground; negative: all background).
     """
     torch.manual_seed(0)
-    state = read_config(bundle, overrides=overrides).get_parsed_content("network_def").state_dict()
+    parser = read_config(bundle, "train.json", overrides)
+    state = parser.get_parsed_content("network_def").state_dict()
     if logit is not None:
         state["head.classifier.weight"].zero_()
         state["head.classifier.bias"].fill_(logit)
-    path = bundle / "models" / "model.pt"
-    path.parent.mkdir(exist_ok=True)
-    torch.save(state, path)
-    return path
+    return write_model(bundle / "models" / "model.pt", parser, state=state)
 
 
 def segment(bundle: Path, image: Path, overrides: dict | None = None) -> torch.Tensor:
@@ -109,7 +112,7 @@ def segment(bundle: Path, image: Path, overrides: dict | None = None) -> torch.T
     ``inferer``, ``postprocessing`` of ``configs/inference.json`` (its writer left out); a channel-first label."""
     parser = read_config(bundle, overrides=overrides)
     network = parser.get_parsed_content("network_def").eval()
-    network.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
+    network.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True)["model"])
     data = parser.get_parsed_content("preprocessing")({"image": str(image)})
     with torch.no_grad():
         data["pred"] = parser.get_parsed_content("inferer")(data["image"][None], network)[0]

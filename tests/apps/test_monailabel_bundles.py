@@ -36,9 +36,9 @@ def info_of(name: str, overrides: dict | None = None):
     return bundle_info(name, read_config(resolve_models(name)[name], overrides=overrides))
 
 
-def test_all_maps_the_five_names_to_the_shipped_bundle_folders():
+def test_all_maps_the_names_to_the_shipped_bundle_folders():
     models = resolve_models("all")
-    assert list(models) == list(MODELS) == ["isic2018", "kvasir", "busi", "monuseg", "covid"]
+    assert list(models) == list(MODELS) == list(shipped_bundles()) == ["busi", "covid", "isic2018", "kvasir", "monuseg"]
     assert models == {name: shipped_bundles()[name].resolve() for name in MODELS}
     assert all(path.parent == default_bundles_dir().resolve() for path in models.values())
     assert resolve_models(None) == models
@@ -47,8 +47,17 @@ def test_all_maps_the_five_names_to_the_shipped_bundle_folders():
 
 
 def test_unknown_model_names_are_listed_with_the_valid_ones():
-    with pytest.raises(ValueError, match=r"'spleen_ct_segmentation'.*isic2018, kvasir, busi, monuseg, covid.*zoo"):
+    with pytest.raises(ValueError, match=r"'spleen_ct_segmentation'.*busi, covid, isic2018, kvasir, monuseg.*zoo"):
         resolve_models("covid,spleen_ct_segmentation")
+
+
+def test_a_bundles_folder_serves_every_bundle_in_it_a_new_one_included(tmp_path):
+    from monai_medspike.bundle import export_bundle
+
+    export_bundle("kvasir", tmp_path / "kvasir")
+    export_bundle("kvasir", tmp_path / "my_polyps")  # any other bundle folder, e.g. a new dataset's
+    assert list(resolve_models("all", tmp_path)) == ["kvasir", "my_polyps"]
+    assert resolve_models("my_polyps", tmp_path) == {"my_polyps": (tmp_path / "my_polyps").resolve()}
 
 
 def test_a_bundles_folder_without_the_bundle_is_named(tmp_path):

@@ -122,9 +122,9 @@ def up(server: Server) -> None:
 
 def test_info_lists_the_trained_models_and_all_trainers(server):
     info = requests.get(f"{server.url}/info/", timeout=30).json()
-    assert list(info["models"]) == ["kvasir", "covid"]  # those with models/model.pt
+    assert list(info["models"]) == ["covid", "kvasir"]  # those with models/model.pt
     assert list(info["trainers"]) == list(MODELS)
-    assert list(info["untrained"]) == ["isic2018", "busi", "monuseg"]
+    assert list(info["untrained"]) == ["busi", "isic2018", "monuseg"]
     assert "POST /train/busi" in info["untrained"]["busi"]
     assert info["models"]["covid"]["dimension"] == 3 and info["models"]["kvasir"]["dimension"] == 2
     assert info["models"]["covid"]["labels"] == {"infection": 1}
@@ -235,7 +235,7 @@ def test_a_model_is_served_once_its_model_pt_appears_and_refused_once_it_is_gone
 
     make_studies(tmp_path, polyps=1)
     bundles = export_bundles(tmp_path, ["covid"])
-    conf = {"models": "covid", "bundles": str(bundles), "covid.image_size": "[32, 32]", "skip_trainers": "true"}
+    conf = {"models": "covid", "bundles": str(bundles), "skip_trainers": "true"}
     app = MedSpikeApp(str(app_dir()), str(tmp_path / "studies"), conf)
     assert app.info()["models"] == {} and list(app.info()["untrained"]) == ["covid"]
     with pytest.raises(HTTPException) as err:
@@ -255,15 +255,15 @@ def test_a_model_is_served_once_its_model_pt_appears_and_refused_once_it_is_gone
 
 
 def test_multiclass_covid_app_carries_its_three_label_names(tmp_path):
-    """``--conf covid.classes multiclass``: the app (in this process) labels ground-glass and consolidation."""
+    """A three-class model trained with ``classes multiclass``: the app (in this process) reads that from the
+    checkpoint and labels ground-glass and consolidation, without a ``--conf`` for it."""
     from monai_medspike.apps.monailabel.app import MedSpikeApp, MedSpikeTrainTask
 
     paths = make_studies(tmp_path, polyps=1)
     bundles = export_bundles(tmp_path, ["covid"])
     overrides = {"classes": "multiclass", "image_size": [32, 32]}
-    write_weights(bundles / "covid", overrides)  # weights of the three-class network
-    conf = {"models": "covid", "bundles": str(bundles), "covid.classes": "multiclass",
-            "covid.image_size": "[32, 32]", "skip_trainers": "true"}  # fmt: skip
+    write_weights(bundles / "covid", overrides)  # weights of the three-class network, and their record
+    conf = {"models": "covid", "bundles": str(bundles), "skip_trainers": "true"}
     app = MedSpikeApp(str(app_dir()), str(tmp_path / "studies"), conf)
     assert app.info()["models"]["covid"]["labels"] == {"ground-glass": 1, "consolidation": 2}
     result = app.infer({"model": "covid", "image": "chest0", "device": "cpu"})
@@ -271,29 +271,48 @@ def test_multiclass_covid_app_carries_its_three_label_names(tmp_path):
     label = nib.load(result["file"])
     assert label.shape == nib.load(paths["chest0"]).shape
     assert set(np.unique(np.asarray(label.dataobj))) <= {0, 1, 2}
-    # the trainer gets the same overrides, and --conf output_root moves only its run folders
+    # a trainer takes the training settings from --conf, and --conf output_root moves only its run folders
+    conf = {**conf, "covid.classes": "multiclass", "covid.image_size": "[32, 32]"}
     trainer = MedSpikeTrainTask("covid", bundles / "covid", {**conf, "output_root": str(tmp_path / "runs")})
     assert trainer.bundle.label_names == ("background", "ground-glass", "consolidation")
     assert trainer.overrides == {**overrides, "output_root": str(tmp_path / "runs" / "covid")}
     assert trainer.bundle_config.get_parsed_content("ckpt_dir") == str(bundles / "covid" / "models")
 
 
-def test_spike_driven_kvasir_app_serves_the_spike_driven_network(tmp_path):
-    """``--conf kvasir.layout spike_driven``: the app builds the spike-driven network its weights were trained for."""
+def test_the_app_serves_the_network_its_weights_were_trained_as_and_follows_a_new_one(tmp_path):
+    """Weights of the spike-driven network at 32 x 32: the app builds that network and preprocessing from the
+    checkpoint's record (no ``--conf`` repeats them); a model published later with other settings is followed at the
+    next request; a ``--conf`` that contradicts the checkpoint makes the model unservable, saying why."""
+    from fastapi import HTTPException
+
     from monai_medspike.apps.monailabel.app import MedSpikeApp
 
     paths = make_studies(tmp_path, polyps=1)
     bundles = export_bundles(tmp_path, ["kvasir"])
-    overrides = {"layout": "spike_driven", "image_size": [32, 32]}
-    write_weights(bundles / "kvasir", overrides)  # weights of the spike-driven network
-    conf = {"models": "kvasir", "bundles": str(bundles), "kvasir.layout": "spike_driven",
-            "kvasir.image_size": "[32, 32]", "skip_trainers": "true"}  # fmt: skip
+    write_weights(bundles / "kvasir", {"layout": "spike_driven", "image_size": [32, 32]})
+    conf = {"models": "kvasir", "bundles": str(bundles), "skip_trainers": "true"}
     app = MedSpikeApp(str(app_dir()), str(tmp_path / "studies"), conf)
     result = app.infer({"model": "kvasir", "image": "polyp0", "device": "cpu"})
+    assert app.infer_tasks["kvasir"]._networks["cpu"][0].layout == "spike_driven"
     mask = Image.open(result["file"])
     assert mask.size == Image.open(paths["polyp0"]).size
-    expected = np.asarray(segment(bundles / "kvasir", paths["polyp0"], overrides)).reshape(mask.size)
+    expected = np.asarray(segment(bundles / "kvasir", paths["polyp0"])).reshape(mask.size)
     np.testing.assert_array_equal(np.asarray(mask), expected.T)
+
+    time.sleep(0.01)  # a new modification time
+    write_weights(bundles / "kvasir", {"image_size": [48, 48], "time_steps": 2}, logit=-5.0)  # published later
+    result = app.infer({"model": "kvasir", "image": "polyp0", "device": "cpu"})
+    network = app.infer_tasks["kvasir"]._networks["cpu"][0]
+    assert network.layout == "published" and network.time_steps == 2
+    assert app.infer_tasks["kvasir"].bundle_config.get_parsed_content("image_size") == [48, 48]
+    assert not np.asarray(Image.open(result["file"])).any()  # the new weights: background everywhere
+
+    contradicting = {**conf, "kvasir.time_steps": "4"}
+    app = MedSpikeApp(str(app_dir()), str(tmp_path / "studies"), contradicting)
+    with pytest.raises(HTTPException) as err:
+        app.infer({"model": "kvasir", "image": "polyp0", "device": "cpu"})
+    assert err.value.status_code == 409
+    assert "--time_steps 4 contradicts the checkpoint" in err.value.detail and "time_steps 2" in err.value.detail
 
 
 def test_kvasir_app_serves_bfloat16_mixed_precision(tmp_path):
@@ -304,14 +323,12 @@ def test_kvasir_app_serves_bfloat16_mixed_precision(tmp_path):
     paths = make_studies(tmp_path, polyps=1)
     bundles = export_bundles(tmp_path, ["kvasir"])
     write_weights(bundles / "kvasir", {"image_size": [32, 32]})
-    conf = {"models": "kvasir", "bundles": str(bundles), "kvasir.precision": "bfloat16",
-            "kvasir.image_size": "[32, 32]", "skip_trainers": "true"}  # fmt: skip
+    conf = {"models": "kvasir", "bundles": str(bundles), "kvasir.precision": "bfloat16", "skip_trainers": "true"}
     app = MedSpikeApp(str(app_dir()), str(tmp_path / "studies"), conf)
     result = app.infer({"model": "kvasir", "image": "polyp0", "device": "cpu"})
     assert app.infer_tasks["kvasir"]._networks["cpu"][0].precision == "bfloat16"
     mask = Image.open(result["file"])
-    overrides = {"image_size": [32, 32], "precision": "bfloat16"}
-    expected = np.asarray(segment(bundles / "kvasir", paths["polyp0"], overrides)).reshape(mask.size)
+    expected = np.asarray(segment(bundles / "kvasir", paths["polyp0"], {"precision": "bfloat16"})).reshape(mask.size)
     np.testing.assert_array_equal(np.asarray(mask), expected.T)
 
 
@@ -333,7 +350,7 @@ def test_app_builds_the_lif_kernel_at_start_and_serves_the_folded_channels_last_
     paths = make_studies(tmp_path, polyps=1)
     bundles = export_bundles(tmp_path, ["kvasir"])
     write_weights(bundles / "kvasir", {"image_size": [32, 32]})
-    conf = {"models": "kvasir", "bundles": str(bundles), "kvasir.image_size": "[32, 32]", "skip_trainers": "true"}
+    conf = {"models": "kvasir", "bundles": str(bundles), "skip_trainers": "true"}
     app = MedSpikeApp(str(app_dir()), str(tmp_path / "studies"), conf)
     assert len(list((cache / "monai_medspike").glob("lif_kernel-*.so"))) == 1  # before any request
     before = lif_kernel.calls["forward"]
@@ -346,6 +363,6 @@ def test_app_builds_the_lif_kernel_at_start_and_serves_the_folded_channels_last_
         for m in network.modules() if isinstance(m, nn.Sequential) for a, b in zip(m, list(m)[1:], strict=False)
     )  # fmt: skip
     mask = Image.open(result["file"])
-    plain = {"image_size": [32, 32], "channels_last": False}  # segment() folds nothing
+    plain = {"channels_last": False}  # segment() folds nothing
     expected = np.asarray(segment(bundles / "kvasir", paths["polyp0"], plain)).reshape(mask.size)
     np.testing.assert_array_equal(np.asarray(mask), expected.T)

@@ -51,7 +51,8 @@ def test_stock_train_task_publishes_the_student_as_models_model_pt(trained_kvasi
     assert runs == ["student", "teacher"]  # one run of each phase, into the bundle's outputs/; no demo data made
     student = next((trained_kvasir / "outputs").glob("student-*/model.pt"))
     published, best = torch.load(model, weights_only=True), torch.load(student, weights_only=True)
-    best = best.get("model", best)
+    assert published["record"] == best["record"] and published["record"]["bundle"] == "kvasir"
+    published, best = published["model"], best["model"]
     assert published.keys() == best.keys() and all(torch.equal(published[k], best[k]) for k in best)
     network = read_config(trained_kvasir).get_parsed_content("network_def")
     network.load_state_dict(published)  # strict: the weights fit the inference config's network

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+#: the checkout's bundles, discovered (each folder with a dataset record)
+BUNDLES = tuple(p.parent.name for p in sorted(REPO.glob("bundles/*/dataset.json")))
 
 
 def isolated(args: Sequence[str]) -> list[str]:
@@ -29,12 +31,14 @@ def bundle(*args: str, cwd: Path = REPO, check: bool = True) -> subprocess.Compl
     return proc
 
 
-def export(configs: Path, ckpt: Path, ts_file: Path, channels: int) -> Path:
-    """``ckpt_export --use_trace`` of a bundle's network_def with ``ckpt`` at 32 x 32; returns ``ts_file``."""
+def export(configs: Path, ckpt: Path, ts_file: Path) -> Path:
+    """MONAI's ``ckpt_export --use_trace`` of ``ckpt`` with the bundle's ``inference.json``, as the bundle READMEs
+    give it: the network is built from the checkpoint's record (``--ckpt_path``), the weights are read under
+    ``"model"`` (``--key_in_ckpt``), the trace shape comes from ``metadata.json``; returns ``ts_file``."""
     bundle(
-        "ckpt_export", "network_def", "--filepath", str(ts_file), "--ckpt_file", str(ckpt),
-        "--meta_file", str(configs / "metadata.json"), "--config_file", str(configs / "train.json"),
-        "--key_in_ckpt", "model", "--use_trace", "True", "--input_shape", f"[1, {channels}, 32, 32]",
+        "ckpt_export", "network_def", "--filepath", str(ts_file), "--ckpt_file", str(ckpt), "--ckpt_path", str(ckpt),
+        "--meta_file", str(configs / "metadata.json"), "--config_file", str(configs / "inference.json"),
+        "--key_in_ckpt", "model", "--use_trace", "True",
     )  # fmt: skip
     return ts_file
 

@@ -1,4 +1,5 @@
-"""The four 2D bundles (isic2018, kvasir, busi, monuseg): literal commands, evaluation, inference, metadata."""
+"""The 2D bundles (isic2018, kvasir, busi, monuseg, and any other discovered): literal commands, evaluation,
+inference, resume and export without repeating a training setting, metadata."""
 
 from __future__ import annotations
 
@@ -15,53 +16,71 @@ import torch
 from monai.bundle import ConfigParser
 from PIL import Image
 
-import monai_medspike.bundle.sync as sync
-from monai_medspike.bundle import META_SCHEMA, load_weights
+from monai_medspike.bundle import META_SCHEMA
+from monai_medspike.checkpoints import load_weights
+from monai_medspike.data import get_reader
 from monai_medspike.networks.nets import MedSpikeFormer
+from tests.bundles.helpers import BUNDLES as ALL
 from tests.bundles.helpers import REPO, bundle, export, run_folder
 
-BUNDLES = ("isic2018", "kvasir", "busi", "monuseg")
+BUNDLES = tuple(
+    n
+    for n in ALL
+    if get_reader(json.loads((REPO / "bundles" / n / "dataset.json").read_text())["dataset"]).kind == "2d"
+)
 FAST = ["--epochs", "1", "--image_size", "[32, 32]"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", BUNDLES)
 def test_train_evaluate_infer_on_demo_data(name, tmp_path):
+    """Trained at 32 x 32: evaluation, inference, resume and export take that size (and every other setting) from
+    the checkpoint, without repeating it."""
     configs = REPO / "bundles" / name / "configs"
     out = tmp_path / "outputs"
     bundle("run", "training", "--config_file", f"bundles/{name}/train.json", "--output_root", str(out), *FAST)
     student = run_folder(out, "student") / "model.pt"
     load_weights(MedSpikeFormer(in_channels=3), str(student))
     load_weights(MedSpikeFormer(in_channels=3, spiking=False), str(run_folder(out, "teacher") / "model.pt"))
+    record = torch.load(student, weights_only=True)["record"]
+    assert record["bundle"] == name and record["settings"]["data"]["image_size"] == [32, 32]
 
     evaluate = f"['{configs / 'train.json'}','{configs / 'evaluate.json'}']"
-    bundle("run", "evaluating", "--config_file", evaluate, "--output_root", str(out), *FAST)
+    proc = bundle("run", "evaluating", "--config_file", evaluate, "--output_root", str(out))
     summary = json.loads((run_folder(out, "evaluate") / "summary.json").read_text())
     datalist = json.loads(next((out / "demo_data").glob("*.json")).read_text())
     assert summary["images"] == len(datalist["test"]) > 0
     assert 0.0 <= summary["metrics"]["dice"] <= 1.0
+    assert "note:" not in proc.stderr
 
-    infer = f"['{configs / 'train.json'}','{configs / 'inference.json'}']"
-    bundle("run", "inferring", "--config_file", infer, "--output_root", str(out), "--infer_name", "pred", *FAST)
+    infer = str(configs / "inference.json")
+    proc = bundle("run", "inferring", "--config_file", infer, "--output_root", str(out), "--infer_name", "pred")
+    assert "note:" not in proc.stderr
+    given = ["--output_root", str(out), "--infer_name", "given", "--image_size", "[32, 32]"]
+    bundle("run", "inferring", "--config_file", infer, *given)  # the same size, given: the same masks
+    written = json.loads((configs / "metadata.json").read_text())["inference_output"]  # what metadata promises
     for entry in datalist["test"]:
         source = out / "demo_data" / entry["image"]
-        mask = Image.open(out / "pred" / f"{source.stem}_seg.png")
+        mask = Image.open(out / "pred" / written["file"].replace("<input name>", source.stem))
         assert mask.size == Image.open(source).size  # back at the input's size
-        assert set(np.unique(np.asarray(mask)).tolist()) <= {0, 255}
+        assert set(np.unique(np.asarray(mask)).tolist()) <= {int(v) for v in written["values"]} == {0, 255}
+        same = Image.open(out / "given" / f"{source.stem}_seg.png")
+        np.testing.assert_array_equal(np.asarray(mask), np.asarray(same))
 
-    # resume: the teacher's last checkpoint continues at epoch 2 with its optimizer and best metric
+    # resume: the teacher's last checkpoint continues at epoch 2, at 32 x 32, with its optimizer and best metric
     last = run_folder(out, "teacher") / "last.pt"
     before = torch.load(last, weights_only=False)
     args = ["--output_root", str(out), "--phase", "teacher", "--resume_from", str(last), "--epochs", "2"]
-    proc = bundle("run", "training", "--config_file", f"bundles/{name}/train.json", *args, *FAST[2:])
+    proc = bundle("run", "training", "--config_file", f"bundles/{name}/train.json", *args)
     log = proc.stdout + proc.stderr
     assert f"resuming the teacher from {last} at epoch 2" in log and "Epoch[2]" in log and "Epoch[1]" not in log
     after = torch.load(last, weights_only=False)
     assert after["trainer"]["iteration"] == 2 * before["trainer"]["epoch_length"]
     assert after["best"]["best_metric"] >= before["best"]["best_metric"]
+    assert after["record"]["settings"]["data"]["image_size"] == [32, 32]
 
-    # TorchScript export of the student matches the checkpointed network
-    ts_file = export(configs, student, tmp_path / "model.ts", channels=3)
+    # TorchScript export of the student (MONAI's ckpt_export; the network from the checkpoint's record) matches it
+    ts_file = export(configs, student, tmp_path / "model.ts")
     x = torch.rand(2, 3, 32, 32)
     net = load_weights(MedSpikeFormer(in_channels=3), str(student)).eval()
     with torch.no_grad():
@@ -114,61 +133,18 @@ def test_metadata_network_and_layout(name):
     )  # fmt: skip
     assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
     train = json.loads((configs / "train.json").read_text())
-    assert train["bundle_root"] == f"$monai_medspike.bundle.bundle_root('{name}')"
-    for overlay in ("evaluate.json", "multi_gpu_train.json"):
-        assert "network_def" not in json.loads((configs / overlay).read_text())
+    assert train["bundle_name"] == name and train["bundle_root"] == "$monai_medspike.bundle.bundle_root(@bundle_name)"
+    assert "network_def" not in json.loads((configs / "multi_gpu_train.json").read_text())
+    # evaluation builds the network of the checkpoint it evaluates (its record), not train.json's
+    assert json.loads((configs / "evaluate.json").read_text())["network_def"].startswith("$@trained_model.network(")
     for link in ("train.json", "metadata.json", "logging.conf"):
         assert (folder / link).is_symlink() and (folder / link).resolve() == (configs / link).resolve()
     assert (folder / "docs" / "README.md").is_file() and (folder / "LICENSE").is_file()
 
 
-# what a bundle may set for its dataset; everything else (the workflow's wiring, the settings' defaults, the
-# network) is the same in all five, written once in monai_medspike/bundle/shared (and sync uses the same list)
-DATASET_KEYS = {
-    "bundle_root", "dataset", "label_names", "in_channels", "out_channels", "resize", "demo_count", "batch_size",
-    "data_options", "transform_options", "slices_per_volume",
-}  # fmt: skip
-assert DATASET_KEYS == sync.DATASET_KEYS
-
-
-def test_the_five_bundles_differ_only_in_their_dataset_keys():
-    bundles = sorted(p.parent.parent.name for p in (REPO / "bundles").glob("*/configs/train.json"))
-    assert bundles == sorted(["covid", *BUNDLES])
-
-    def read(config: str) -> dict[str, dict]:
-        return {name: json.loads((REPO / "bundles" / name / "configs" / config).read_text()) for name in bundles}
-
-    for config in ("train.json", "inference.json"):
-        configs = read(config)
-        for key in sorted(set().union(*configs.values()) - DATASET_KEYS):
-            values = [c.get(key, "<missing>") for c in configs.values()]
-            assert all(v == values[0] for v in values), f"{config} key {key!r} differs between bundles: {values}"
-        for c in configs.values():
-            assert "teacher" not in c and "student" not in c  # no copy of the workflow
-            assert not any("covid_ct" in json.dumps(v) for k, v in c.items() if k != "dataset")  # no name tests
-    for name in bundles:
-        assert len((REPO / "bundles" / name / "configs" / "train.json").read_text().splitlines()) < 100, name
-    # the standalone inference.json repeats what inference needs of train.json, with the same values
-    for train, infer in zip(read("train.json").values(), read("inference.json").values(), strict=True):
-        # (training's datalist is not prepared when MONAI Label gives train#dataset#data)
-        # channels_last differs on purpose: inference runs channels-last on a CPU by default, training does not
-        shared = sorted(
-            set(train) & set(infer) - {"initialize", "run", "postprocessing", "datalist_file", "channels_last"}
-        )
-        assert {"dataset", "image_size", "network_def", "in_channels", "out_channels", "classes"} <= set(shared)
-        assert all(train[k] == infer[k] for k in shared), [k for k in shared if train[k] != infer[k]]
-        assert train["channels_last"] is False and infer["channels_last"] == "$torch.device(@device).type == 'cpu'"
-    # the overlays are one and the same file in every bundle
-    for overlay in ("evaluate.json", "multi_gpu_train.json"):
-        texts = {(REPO / "bundles" / name / "configs" / overlay).read_text() for name in bundles}
-        assert len(texts) == 1, overlay
-    total = sum(len(p.read_text().splitlines()) for p in (REPO / "bundles").rglob("*.json") if not p.is_symlink())
-    assert total < 1400, f"{total} lines of bundle JSON"
-
-
 def test_metadata_names_the_labels_the_bundle_writes():
     """MONAI Label reads the label names and values from the output ``channel_def`` of ``metadata.json``."""
-    for name in ["covid", *BUNDLES]:
+    for name in ALL:
         configs = REPO / "bundles" / name / "configs"
         parser = ConfigParser()
         parser.read_config(str(configs / "train.json"))

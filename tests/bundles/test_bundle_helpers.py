@@ -10,8 +10,11 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from monai_medspike.bundle import check_flag, prepare_data, run_dir, write_summary
-from tests.bundles.helpers import REPO
+from monai_medspike.data import prepare_data
+from monai_medspike.runs import run_dir
+from monai_medspike.utils import check_flag
+from monai_medspike.workflows.evaluation import write_summary
+from tests.bundles.helpers import BUNDLES, REPO
 
 
 def engine(details: dict[str, torch.Tensor], images: int) -> SimpleNamespace:
@@ -62,7 +65,7 @@ def test_demo_datalists_are_kept_apart_by_their_options(tmp_path):
     assert prepare_data(str(tmp_path), "covid_ct", demo_count=3, val_fraction=0.34, test_fraction=0.0) == binary
 
 
-@pytest.mark.parametrize("name", ("covid", "isic2018", "kvasir", "busi", "monuseg"))
+@pytest.mark.parametrize("name", BUNDLES)
 @pytest.mark.parametrize("overlay", (None, "evaluate.json", "inference.json", "multi_gpu_train.json"))
 def test_every_run_keeps_freed_memory_unless_told_not_to(name, overlay, monkeypatch):
     import monai_medspike.utils
@@ -84,7 +87,7 @@ def test_every_run_keeps_freed_memory_unless_told_not_to(name, overlay, monkeypa
         assert calls == expected
 
 
-@pytest.mark.parametrize("name", ("covid", "isic2018", "kvasir", "busi", "monuseg"))
+@pytest.mark.parametrize("name", BUNDLES)
 @pytest.mark.parametrize("overlay", (None, "evaluate.json", "inference.json", "multi_gpu_train.json"))
 def test_every_run_builds_the_lif_kernel_before_its_first_step(name, overlay, monkeypatch):
     """``initialize`` builds (or loads) the fused LIF kernel under its lock, so that no forward waits for the
@@ -144,21 +147,24 @@ def test_bundle_root_is_the_bundle_monai_put_on_the_path_else_the_shipped_one(tm
 def test_evaluation_and_inference_load_the_newest_trained_student(tmp_path):
     import os
 
-    from monai_medspike.bundle import trained_model
+    from monai_medspike.checkpoints import TrainedModel
+    from monai_medspike.runs import newest_model
 
+    none = TrainedModel.locate(None, str(tmp_path / "models"), str(tmp_path / "outputs"))
+    assert none.path is None and none.setting("image_size", [64, 64]) == [64, 64]
     with pytest.raises(FileNotFoundError, match=r"no trained student.*--ckpt_path"):
-        trained_model(str(tmp_path / "models"), str(tmp_path / "outputs"))
+        none.require()
     run = tmp_path / "outputs" / "student-20260101-000000" / "model.pt"
     run.parent.mkdir(parents=True)
     run.write_bytes(b"x")
-    assert trained_model(str(tmp_path / "models"), str(tmp_path / "outputs")) == str(run)
+    assert newest_model(str(tmp_path / "models"), str(tmp_path / "outputs"))[0] == run
     published = tmp_path / "models" / "model.pt"
     published.parent.mkdir()
     published.write_bytes(b"y")
     os.utime(run, (1, 1))
-    assert trained_model(str(tmp_path / "models"), str(tmp_path / "outputs")) == str(published)
+    assert newest_model(str(tmp_path / "models"), str(tmp_path / "outputs"))[0] == published
     os.utime(published, (0, 0))
-    assert trained_model(None, str(tmp_path / "outputs")) == str(run)
+    assert newest_model(None, str(tmp_path / "outputs"))[0] == run
 
 
 def test_end_distributed_waits_then_destroys_the_process_group(tmp_path, monkeypatch):
@@ -166,7 +172,7 @@ def test_end_distributed_waits_then_destroys_the_process_group(tmp_path, monkeyp
     down while another still wrote its checkpoint was aborted by gloo at exit); nothing outside distributed runs."""
     import torch.distributed as dist
 
-    from monai_medspike.bundle import end_distributed
+    from monai_medspike.distributed import end_distributed
 
     end_distributed()  # no group: nothing to do, no error
     calls = []
@@ -180,4 +186,4 @@ def test_end_distributed_waits_then_destroys_the_process_group(tmp_path, monkeyp
             dist.destroy_process_group()
     assert calls == ["barrier"] and not dist.is_initialized()
     shared = json.loads((REPO / "monai_medspike" / "bundle" / "shared" / "multi_gpu_train.json").read_text())
-    assert shared["finalize"] == ["$monai_medspike.bundle.end_distributed()"]
+    assert shared["finalize"] == ["$monai_medspike.distributed.end_distributed()"]

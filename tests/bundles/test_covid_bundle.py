@@ -14,7 +14,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from monai_medspike.bundle import META_SCHEMA, load_weights
+from monai_medspike.bundle import META_SCHEMA
+from monai_medspike.checkpoints import CheckpointError, load_weights
 from monai_medspike.networks.nets import MedSpikeFormer
 from tests.bundles.helpers import REPO, bundle, export, run_folder
 
@@ -47,7 +48,7 @@ def test_literal_command_trains_teacher_then_student(trained):
         assert {"model", "optimizer", "lr_scheduler"} <= set(last)
     load_weights(MedSpikeFormer(in_channels=1, spiking=True), str(student / "model.pt"))
     load_weights(MedSpikeFormer(in_channels=1, spiking=False), str(teacher / "model.pt"))
-    with pytest.raises(KeyError, match="Missing keys"):  # a teacher checkpoint is not a student one
+    with pytest.raises(CheckpointError, match=r"trained with embed_dims=\[32, 64, 128, 256\] but the network has"):
         load_weights(MedSpikeFormer(in_channels=1, embed_dims=(16, 32, 64, 128)), str(student / "model.pt"))
     datalist = json.loads(next((trained / "demo_data").glob("*.json")).read_text())
     assert datalist["name"] == "covid_ct" and datalist["validation"] and datalist["test"]
@@ -104,7 +105,8 @@ def test_bad_phase_is_named(tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_writes_per_image_csv_and_summary(trained):
-    bundle("run", "evaluating", "--config_file", overlay("evaluate.json"), "--output_root", str(trained), *FAST)
+    # nothing of the training's command line again: the checkpoint carries its settings (size, demo data, ...)
+    bundle("run", "evaluating", "--config_file", overlay("evaluate.json"), "--output_root", str(trained))
     folder = run_folder(trained, "evaluate")
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["split"] == "test" and summary["checkpoint"].endswith("model.pt")
@@ -122,7 +124,7 @@ def test_inference_writes_nifti_with_the_input_geometry(trained):
     volume = trained / "demo_data" / datalist["test"][0]["image"]
     outputs = []
     for name in ("first", "second"):
-        args = ["--input", str(volume), "--infer_name", name, "--output_root", str(trained), *FAST]
+        args = ["--input", str(volume), "--infer_name", name, "--output_root", str(trained)]
         bundle("run", "inferring", "--config_file", overlay("inference.json"), *args)
         masks = list((trained / name).glob("*_seg.nii.gz"))
         assert len(masks) == 1
@@ -143,7 +145,7 @@ def test_inference_writes_nifti_with_the_input_geometry(trained):
 @pytest.mark.slow
 def test_ckpt_export_trace_matches_the_checkpoint(trained, tmp_path):
     ckpt = run_folder(trained, "student") / "model.pt"
-    ts_file = export(CONFIGS, ckpt, tmp_path / "model.ts", channels=1)
+    ts_file = export(CONFIGS, ckpt, tmp_path / "model.ts")
     x = torch.rand(2, 1, 32, 32)
     torch.save(x, tmp_path / "x.pt")
     # the exported file runs where neither spikingjelly nor monai_medspike is imported
@@ -177,10 +179,11 @@ def test_verify_net_in_out():
     assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
 
 
-def test_configs_share_one_network_def_and_root_links_point_into_configs():
+def test_evaluation_and_inference_build_the_network_of_their_checkpoint_and_root_links_point_into_configs():
     train = json.loads((CONFIGS / "train.json").read_text())
-    assert "network_def" not in json.loads((CONFIGS / "evaluate.json").read_text())  # the overlay reuses train.json's
-    assert json.loads((CONFIGS / "inference.json").read_text())["network_def"] == train["network_def"]  # standalone
+    from_model = "$@trained_model.network(@model_settings, "
+    assert json.loads((CONFIGS / "evaluate.json").read_text())["network_def"].startswith(from_model)
+    assert json.loads((CONFIGS / "inference.json").read_text())["network_def"].startswith(from_model)
     parser = ConfigParser(train)
     student, teacher = parser.get_parsed_content("network_def"), parser.get_parsed_content("teacher_def")
     assert student.spiking and not teacher.spiking  # the twin differs only in `spiking`
@@ -205,7 +208,7 @@ def test_resume_continues_at_the_next_epoch_with_its_best_metric(trained, tmp_pa
     before = torch.load(run / "last.pt", weights_only=False)
     assert before["trainer"]["iteration"] == before["trainer"]["epoch_length"]  # one epoch done
     args = ["--output_root", str(trained), "--phase", "teacher", "--resume_from", str(run / "last.pt")]
-    proc = bundle("run", "training", "--config_file", str(BUNDLE / "train.json"), *args, *FAST[2:], "--epochs", "2")
+    proc = bundle("run", "training", "--config_file", str(BUNDLE / "train.json"), *args, "--epochs", "2")
     log = proc.stdout + proc.stderr
     assert f"resuming the teacher from {run / 'last.pt'} at epoch 2" in log and "Epoch[2]" in log
     assert "Epoch[1]" not in log
@@ -250,7 +253,7 @@ def test_multi_gpu_config_trains_on_two_cpu_processes_with_gloo(tmp_path):
 def test_early_stopping_ends_training_when_the_validation_score_stalls(tmp_path):
     args = [
         "--output_root", str(tmp_path), "--phase", "teacher", "--epochs", "5", "--image_size", "[32, 32]",
-        "--early_stop_patience", "1", "--workflow#early_stop_min_delta", "2.0",  # Dice cannot improve by 2
+        "--early_stop_patience", "1", "--early_stop_min_delta", "2.0",  # Dice cannot improve by 2
     ]  # fmt: skip
     proc = bundle("run", "training", "--config_file", str(BUNDLE / "train.json"), *args)
     log = proc.stdout + proc.stderr
@@ -261,14 +264,16 @@ def test_early_stopping_ends_training_when_the_validation_score_stalls(tmp_path)
 
 @pytest.mark.slow
 def test_multiclass_labels_train_evaluate_per_class_and_infer_class_indices(tmp_path):
-    common = ["--output_root", str(tmp_path), "--classes", "multiclass", *FAST]
-    bundle("run", "training", "--config_file", "bundles/covid/train.json", "--phase", "both", *common)
+    common = ["--output_root", str(tmp_path)]  # evaluation and inference read the classes from the checkpoint
+    train = [*common, "--classes", "multiclass", *FAST]
+    bundle("run", "training", "--config_file", "bundles/covid/train.json", "--phase", "both", *train)
     datalist = json.loads(next((tmp_path / "demo_data").glob("*.json")).read_text())
     assert datalist["reader"]["classes"] == "multiclass"
     label = nib.load(tmp_path / "demo_data" / datalist["training"][0]["label"])
     assert set(np.unique(np.asarray(label.dataobj)).tolist()) == {0, 1, 2}
-    student = torch.load(run_folder(tmp_path, "student") / "model.pt", weights_only=False)
-    assert student["head.classifier.weight"].shape[0] == 3  # background, ground-glass, consolidation
+    student = torch.load(run_folder(tmp_path, "student") / "model.pt", weights_only=True)
+    assert student["model"]["head.classifier.weight"].shape[0] == 3  # background, ground-glass, consolidation
+    assert student["record"]["settings"]["data"]["label_names"] == ["background", "ground-glass", "consolidation"]
 
     bundle("run", "evaluating", "--config_file", overlay("evaluate.json"), *common)
     folder = run_folder(tmp_path, "evaluate")
@@ -289,3 +294,25 @@ def test_multiclass_labels_train_evaluate_per_class_and_infer_class_indices(tmp_
     (mask,) = (tmp_path / "mc").glob("*_seg.nii.gz")
     assert nib.load(mask).shape == nib.load(volume).shape
     assert set(np.unique(np.asarray(nib.load(mask).dataobj)).tolist()) <= {0, 1, 2}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "bundle_name, args, expected",
+    [
+        ("covid", ["--image_size", "[48, 48]"], "was trained with image_size [32, 32]; this run has [48, 48]"),
+        ("covid", ["--time_steps", "2"], "was trained with time_steps 4; this run has 2"),
+        ("covid", ["--layout", "spike_driven"], "was trained with layout 'published'; this run has 'spike_driven'"),
+        ("kvasir", [], "is a run of the covid bundle, not of kvasir; use it with the covid bundle's configs"),
+    ],
+)
+def test_resume_refuses_what_the_run_cannot_change_in_one_line(trained, tmp_path, bundle_name, args, expected):
+    run = run_folder(trained, "student")
+    before = (run / "last.pt").read_bytes()
+    out = tmp_path / "out"
+    command = ["--resume_from", str(run), "--epochs", "2", "--output_root", str(out), *args]
+    proc = bundle("run", "training", "--config_file", f"bundles/{bundle_name}/train.json", *command, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and expected in last, proc.stderr[-2000:]
+    assert (run / "last.pt").read_bytes() == before and not list(out.glob("*-*"))  # nothing trained, nothing new

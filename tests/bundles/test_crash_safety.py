@@ -57,7 +57,7 @@ def test_sigkill_in_the_student_phase_resumes_at_the_next_epoch_with_its_best_me
     saved = torch.load(student / "last.pt", weights_only=True)
     assert saved["phase"] == "student" and trained_epochs(saved)[0] == 2 and not saved["finished"]
     best = saved["best"]
-    assert set(saved["teacher"]) == set(torch.load(saved["teacher_checkpoint"], weights_only=True))
+    assert set(saved["teacher"]) == set(torch.load(saved["teacher_checkpoint"], weights_only=True)["model"])
     teacher_file = Path(saved["teacher_checkpoint"])
     teacher_file.rename(teacher_file.with_suffix(".moved"))  # the resume must not need the teacher's file
 
@@ -87,14 +87,18 @@ def test_sigkill_in_the_teacher_phase_resumes_the_teacher_then_trains_the_studen
     teacher, run_id = Path(match.group(1)), match.group(2)
     assert not list(tmp_path.glob("student-*"))
 
-    proc = run(["--resume_from", str(teacher / "last.pt"), *args])
+    # nothing of the first command line but where it wrote: the size, demo data and slices come from the run
+    proc = run(["--resume_from", str(teacher / "last.pt"), "--output_root", str(tmp_path), "--epochs", "2"])
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert f"resuming the teacher from {teacher / 'last.pt'} at epoch 2" in log
     student = tmp_path / f"student-{run_id}"  # the same run id: the student sits beside its teacher
     assert f"teacher loaded from {teacher / 'model.pt'}" in log
     assert trained_epochs(torch.load(teacher / "last.pt", weights_only=True))[0] == 2
-    assert trained_epochs(torch.load(student / "last.pt", weights_only=True))[0] == 2
+    last = torch.load(student / "last.pt", weights_only=True)
+    assert trained_epochs(last)[0] == 2
+    assert last["record"]["settings"]["data"]["image_size"] == [32, 32]
+    assert last["record"]["settings"]["data"]["demo_count"] == 5
 
 
 @pytest.mark.slow
@@ -118,7 +122,7 @@ def test_resuming_a_finished_phase_moves_on_and_a_missing_checkpoint_is_named(tm
 
     # a phase that stopped early is finished too, whatever --epochs says
     early = tmp_path / "early"
-    stop = ["--early_stop_patience", "1", "--workflow#early_stop_min_delta", "2.0"]  # Dice cannot improve by 2
+    stop = ["--early_stop_patience", "1", "--early_stop_min_delta", "2.0"]  # Dice cannot improve by 2
     args_early = ["--output_root", str(early), "--epochs", "3", "--phase", "teacher", *FAST]
     assert run([*args_early, *stop]).returncode == 0
     (stopped,) = early.glob("teacher-*")

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from monai_medspike.bundle import load_weights
+from monai_medspike.checkpoints import CheckpointError, load_weights
 from monai_medspike.networks.nets import MedSpikeFormer
-from tests.bundles.helpers import REPO, bundle, run_folder
+from tests.bundles.helpers import REPO, bundle, export, run_folder
 
 FAST = ["--epochs", "1", "--image_size", "[32, 32]", "--layout", "spike_driven"]
 
@@ -30,33 +30,32 @@ def test_spike_driven_bundle_trains_aligned_infers_and_exports(tmp_path):
     assert f"teacher loaded from {teacher_pt}" in log
     align = [float(v) for v in re.findall(r"train_align_loss: ([0-9.]+)", log)]
     assert align and all(v > 0 for v in align)
-    with pytest.raises(KeyError, match="spike_driven layout .* --layout spike_driven; MONAI Label: --conf"):
+    with pytest.raises(CheckpointError, match="trained with layout='spike_driven' but the network has layout="):
         load_weights(MedSpikeFormer(in_channels=3), str(student_pt))
 
-    # standalone inference.json with the layout: masks back at the input size
+    # standalone inference.json: the layout and the size come from the checkpoint; masks back at the input size
     datalist = json.loads(next((out / "demo_data").glob("*.json")).read_text())
-    args = ["--output_root", str(out), "--ckpt_path", str(student_pt), "--infer_name", "pred", *FAST[2:]]
+    args = ["--output_root", str(out), "--ckpt_path", str(student_pt), "--infer_name", "pred"]
     bundle("run", "inferring", "--config_file", str(configs / "inference.json"), *args)
     for entry in datalist["test"]:
         source = out / "demo_data" / entry["image"]
         mask = Image.open(out / "pred" / f"{source.stem}_seg.png")
         assert mask.size == Image.open(source).size
         assert set(np.unique(np.asarray(mask)).tolist()) <= {0, 255}
-    # without it, the run stops naming the setting instead of loading the weights into the wrong network
+    # a layout that contradicts the checkpoint is refused in one line, before any weight is loaded
     wrong = bundle(
         "run", "inferring", "--config_file", str(configs / "inference.json"), "--output_root", str(out),
-        "--ckpt_path", str(student_pt), "--infer_name", "wrong", "--image_size", "[32, 32]", check=False,
+        "--ckpt_path", str(student_pt), "--infer_name", "wrong", "--layout", "published", check=False,
     )  # fmt: skip
-    assert wrong.returncode != 0 and "bundle: --layout spike_driven" in wrong.stdout + wrong.stderr
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert wrong.stderr.strip().splitlines()[-1] == (
+        f"error: --layout 'published' contradicts the checkpoint {student_pt}, which was trained with layout "
+        "'spike_driven'; leave --layout out to use the checkpoint's."
+    )
+    assert not (out / "wrong").exists()
 
-    # TorchScript export of the spike-driven network gives the eager outputs
-    ts_file = tmp_path / "model.ts"
-    bundle(
-        "ckpt_export", "network_def", "--filepath", str(ts_file), "--ckpt_file", str(student_pt),
-        "--meta_file", str(configs / "metadata.json"), "--config_file", str(configs / "train.json"),
-        "--key_in_ckpt", "model", "--use_trace", "True", "--input_shape", "[1, 3, 32, 32]", "--layout", "spike_driven",
-    )  # fmt: skip
-    scripted = torch.jit.load(str(ts_file))
+    # TorchScript export of the spike-driven network (built from the checkpoint) gives the eager outputs
+    scripted = torch.jit.load(str(export(configs, student_pt, tmp_path / "model.ts")))
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), student.eval()(x), rtol=1e-4, atol=1e-5)

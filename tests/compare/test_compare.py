@@ -146,6 +146,11 @@ def test_a_tiny_comparison_writes_every_output_and_resumes(tmp_path, caplog):
     assert "| student |" in report and "| basicunet |" in report and "p (images)" in report
     for plot in ("dice_boxplot.png", "dice_vs_energy.png"):
         assert Image.open(out / plot).size[0] > 100
+    # the report again from the finished jobs alone: nothing of the command is typed again
+    (out / "results.md").unlink()
+    assert main(["--out", str(out), "--report_only"]) == 0
+    assert (out / "results.md").read_text() == report
+    assert list(json.loads((out / "summary.json").read_text())["models"]) == ["student", "basicunet"]
 
     # a rerun trains nothing; a removed result is trained again, alone, here in two processes
     before = _mtimes(out)
@@ -210,9 +215,10 @@ def test_the_student_from_its_teacher_is_the_bundles_student_with_init_from_teac
     spec = MODELS["student_from_teacher"]
     assert spec.phase == "both" and spec.rows == {"student": "student_from_teacher"}
     parser = bundle_parser(REPO / "bundles" / "kvasir", spec.overrides)
-    assert parser["workflow"]["init_from_teacher"] is True
+    assert parser["init_from_teacher"] is True
+    assert parser["workflow"]["training"]["init_from_teacher"] == "@init_from_teacher"
     assert parser["workflow"]["_target_"] == "monai_medspike.workflows.TwoPhaseTraining"
-    assert "init_from_teacher" not in bundle_parser(REPO / "bundles" / "kvasir")["workflow"]
+    assert bundle_parser(REPO / "bundles" / "kvasir")["init_from_teacher"] is False
 
 
 @pytest.mark.parametrize("page, count", [("results.md", 4), ("energy.md", 2)])
@@ -222,7 +228,7 @@ def test_every_comparison_command_in_the_docs_is_valid(page, count):
 
     from monai.bundle import ConfigParser
 
-    from monai_medspike.compare.__main__ import _overrides, _parser
+    from monai_medspike.compare.__main__ import DEFAULT_MODELS, _overrides, _parser
 
     text = (REPO / "docs" / page).read_text()
     blocks = "\n".join(re.findall(r"```bash\n(.*?)```", text, flags=re.S)).replace("\\\n", " ")
@@ -231,7 +237,7 @@ def test_every_comparison_command_in_the_docs_is_valid(page, count):
     assert len(commands) >= count
     for argv in commands:
         args = _parser().parse_args(shlex.split(" ".join(argv)))
-        jobs_for(args.models.split(","))
+        jobs_for((args.models or DEFAULT_MODELS).split(","))
         config = ConfigParser.load_config_file(str(Path(REPO, args.bundle, "configs", "train.json")))
         for key in _overrides(args):
             assert key.split("#")[0] in config, f"--set {key}: {args.bundle} has no such setting"

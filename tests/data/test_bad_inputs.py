@@ -15,8 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from monai_medspike.bundle import input_files
-from monai_medspike.data import DataError
+from monai_medspike.data import DataError, input_files
 from monai_medspike.data.__main__ import main
 from monai_medspike.networks.nets import MedSpikeFormer
 from tests.data import writers

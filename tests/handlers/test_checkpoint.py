@@ -100,20 +100,22 @@ def test_resumable_checkpoint_holds_the_objects_and_skips_a_non_finite_network(t
 
 def test_best_model_saver_saves_new_bests_and_never_a_non_finite_network(tmp_path):
     net = torch.nn.Linear(2, 1)
-    saver = BestModelSaver(net, tmp_path)
+    saver = BestModelSaver(net, tmp_path, record=lambda: {"phase": "student", "epoch": engine.state.epoch})
     engine = _engine(3)
     engine.state.best_metric, engine.state.best_metric_epoch = 0.5, 2  # the best is from an earlier epoch
     saver(engine)
     assert not (tmp_path / "model.pt").exists()
     engine.state.best_metric_epoch = 3
     saver(engine)
-    assert set(torch.load(tmp_path / "model.pt", weights_only=True)) == {"weight", "bias"}  # a plain state dict
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert set(saved) == {"model", "record"} and set(saved["model"]) == {"weight", "bias"}  # MONAI's "model" key
+    assert saved["record"] == {"phase": "student", "epoch": 3}  # the record as it is when the best is saved
     with torch.no_grad():
         net.bias.fill_(float("inf"))
     engine.state.epoch = engine.state.best_metric_epoch = 4
     with pytest.raises(FloatingPointError, match="non-finite values; not saving"):
         saver(engine)
-    assert torch.isfinite(torch.load(tmp_path / "model.pt", weights_only=True)["bias"]).all()
+    assert torch.isfinite(torch.load(tmp_path / "model.pt", weights_only=True)["model"]["bias"]).all()
     # batch-norm statistics count too
     bn = torch.nn.BatchNorm1d(2)
     bn.running_var[0] = float("nan")

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from monai.bundle import ConfigParser
 
-from monai_medspike.workflows import SettingsError, check_command_line, check_overrides, check_settings
+from monai_medspike.settings import SettingsError, check_settings
+from monai_medspike.workflows import check_command_line, check_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "bundles" / "covid" / "configs" / "train.json"
@@ -63,7 +64,7 @@ def test_every_problem_is_reported_at_once():
     "overrides",
     [
         {"epochs": 3, "image_size": [32, 32], "phase": "teacher", "overwrite": "false", "learning_rate": 1e-4},
-        {"network_def#time_steps": 2, "workflow#early_stop_min_delta": 0.1, "config_file": "x", "logging_file": "y"},
+        {"network_def#time_steps": 2, "early_stop_min_delta": 0.1, "config_file": "x", "logging_file": "y"},
         {"train_transforms": "$None", "epochs": "$1 + 1"},  # expressions are the config's business
         {"use_checkpoint": "true", "channels_last": "false", "precision": "bfloat16"},
     ],
@@ -86,10 +87,17 @@ def test_speed_flags_reach_the_network_and_its_teacher_as_booleans(value, expect
         assert net.use_checkpoint is expected and net.channels_last is expected
 
 
+def untrained(parser: ConfigParser, folder: Path) -> ConfigParser:
+    """``parser`` with its runs and published model moved to ``folder`` (nothing trained there)."""
+    parser["output_root"], parser["ckpt_dir"] = str(folder), None
+    return parser
+
+
 @pytest.mark.parametrize("config_file", [TRAIN, TRAIN.with_name("inference.json")])
-def test_precision_reaches_the_network_and_its_teacher(config_file):
+def test_precision_reaches_the_network_and_its_teacher(config_file, tmp_path):
     parser = ConfigParser()
     parser.read_config(str(config_file))
+    untrained(parser, tmp_path)
     assert parser["precision"] == "float32"  # the default: mixed precision is asked for
     parser["precision"] = "bfloat16"
     parser["embed_dims"] = [8, 16, 16, 32]
@@ -99,11 +107,12 @@ def test_precision_reaches_the_network_and_its_teacher(config_file):
 
 
 @pytest.mark.parametrize("device, channels_last", [("cpu", True), ("cuda", False)])
-def test_inference_defaults_to_the_fastest_float32_path_for_its_device(device, channels_last):
+def test_inference_defaults_to_the_fastest_float32_path_for_its_device(device, channels_last, tmp_path):
     """inference.json folds the batch norms and, on a CPU, runs channels-last (same masks up to float32
     rounding); bfloat16 stays a choice. Each is switched off by its key, as the command line passes it."""
     parser = ConfigParser()
     parser.read_config(str(TRAIN.with_name("inference.json")))
+    untrained(parser, tmp_path)
     parser["device"] = f"$torch.device('{device}')"
     parser["embed_dims"] = [8, 16, 16, 32]
     net = parser.get_parsed_content("network_def")

@@ -10,7 +10,7 @@ import torch
 from monai.bundle import ConfigParser, run
 from monai.networks.nets import BasicUNet
 
-from monai_medspike.bundle import load_weights
+from monai_medspike.checkpoints import load_weights
 from monai_medspike.data import prepare
 from monai_medspike.data.__main__ import main as data_main
 from monai_medspike.data.splits import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
@@ -94,7 +94,8 @@ def test_cached_datasets_give_the_plain_datasets_items_and_disk_cache_follows_th
 
 
 def test_resume_takes_a_run_folder_or_its_last_pt_and_refuses_other_checkpoints(tmp_path):
-    from monai_medspike.workflows import load_resumable, resolve_resume, trained_epochs
+    from monai_medspike.runs import resolve_resume
+    from monai_medspike.workflows import load_resumable, trained_epochs
 
     run = tmp_path / "teacher-1"
     run.mkdir()
@@ -142,12 +143,11 @@ def test_init_from_teacher_starts_the_student_from_the_teacher_weights(tmp_path,
     """With a learning rate of 0 the student's weights stay where they started: the teacher's, or its own."""
     run("training", config_file=str(TRAIN), output_root=str(tmp_path), phase="teacher", **FAST)
     teacher = run_folder(tmp_path, "teacher") / "model.pt"
-    overrides = {"workflow#init_from_teacher": init, "lambda_align": 0.0, "learning_rate": 0.0}
+    overrides = {"init_from_teacher": init, "lambda_align": 0.0, "learning_rate": 0.0}
     run("training", config_file=str(TRAIN), output_root=str(tmp_path), phase="student", teacher_checkpoint=str(teacher),
         ckpt_dir=str(tmp_path / "models"), **FAST, **overrides)  # fmt: skip
-    student = torch.load(run_folder(tmp_path, "student") / "model.pt", weights_only=True)
-    teacher_state = torch.load(teacher, weights_only=True)
-    teacher_state = teacher_state.get("model", teacher_state)
+    student = torch.load(run_folder(tmp_path, "student") / "model.pt", weights_only=True)["model"]
+    teacher_state = torch.load(teacher, weights_only=True)["model"]
     weights = [k for k, v in teacher_state.items() if k.endswith(".weight") and v.dim() > 1]  # convolutions
     same = [torch.equal(student[k], teacher_state[k]) for k in weights]
     # (without it, only layers the teacher phase does not train, such as the side heads, may match by seed)
@@ -168,3 +168,15 @@ def test_lambda_side_trains_the_teachers_side_heads_and_nothing_else_changes(tmp
     side = {n for n in names if ".side_head." in n}
     assert side and trained | side == set(names)
     assert trained >= side if lambda_side else not trained & side
+
+
+def test_the_workflow_takes_groups_of_settings_not_one_argument_each():
+    import inspect
+
+    from monai_medspike.settings import SettingsError
+    from monai_medspike.workflows import TwoPhaseTraining
+
+    parameters = inspect.signature(TwoPhaseTraining).parameters
+    assert len(parameters) <= 15 and {"data", "training", "run"} <= set(parameters)
+    with pytest.raises(SettingsError, match="no 'epochs' \\(epochs belongs to the training group\\)"):
+        TwoPhaseTraining(None, None, "", None, None, None, None, data={"epochs": 3}, run={"output_root": "x"})

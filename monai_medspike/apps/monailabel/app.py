@@ -56,7 +56,7 @@ from monai_medspike.apps.monailabel.bundles import (
 )
 from monai_medspike.networks.layers import lif_kernel
 from monai_medspike.networks.utils import fold_for_inference
-from monai_medspike.utils import check_flag
+from monai_medspike.utils import check_flag, first_cause
 
 __all__ = ["MedSpikeApp", "MedSpikeInferTask", "MedSpikeTrainTask", "ModelNotTrainedError", "not_trained_message"]
 
@@ -139,9 +139,7 @@ class MedSpikeInferTask(BundleInferTask):
             return
         logger.info("model %s: %s was trained with other settings; the network and transforms follow it", self.name,
                     model)  # fmt: skip
-        self._configure()
-        self._networks.clear()
-        self._folded = None
+        self._configure()  # MONAI Label then loads the new file into a copy of the new network (its mtime changed)
 
     def info(self) -> dict[str, Any]:
         info = super().info()
@@ -161,7 +159,6 @@ class MedSpikeInferTask(BundleInferTask):
     def _get_network(self, device: Any, data: Any) -> Any:
         # one request at a time: a second one must not get the cached network before it is folded
         with self._network_lock:
-            self._follow_published_model()
             network = super()._get_network(device, data)  # a fresh copy of the bundle's network when model.pt changes
             fold = check_flag(self.bundle_config.get("fold_batch_norm", False), "fold_batch_norm")
             if network is not None and fold and network is not self._folded:
@@ -175,6 +172,8 @@ class MedSpikeInferTask(BundleInferTask):
     def __call__(self, request: dict, callbacks: Any = None) -> tuple[Any, dict]:
         if self.get_path() is None:  # removed since: never serve the network's initial weights
             raise ModelNotTrainedError(not_trained_message(self.bundle.name, self.bundle_path))
+        with self._network_lock:  # before the transforms of this request are built from the config
+            self._follow_published_model()
         file_name, result = super().__call__(request, callbacks)
         result["label_names"] = {name: i for i, name in enumerate(self.bundle.label_names)}
         result["model_path"] = self.get_path()
@@ -267,6 +266,8 @@ class MedSpikeApp(MONAILabelApp):
         # compile the CPU LIF kernel at start-up, not inside the first /infer (no-op once cached or on a GPU)
         lif_kernel.warm_up("cuda" if torch.cuda.is_available() else "cpu")
         self.infer_tasks: dict[str, InferTask] = {}
+        #: models whose model.pt cannot be served as configured: ``{name: (its modification time, the reason)}``
+        self.unservable: dict[str, tuple[int, str]] = {}
         self.tasks_lock = threading.Lock()
         super().__init__(
             app_dir=app_dir,
@@ -285,17 +286,29 @@ class MedSpikeApp(MONAILabelApp):
 
     def load_trained_models(self) -> list[str]:
         """Create the infer task of every served model whose ``models/model.pt`` now exists; returns the models
-        still without one."""
+        still without one. A model whose checkpoint cannot be served as configured (damaged, of another bundle, or
+        contradicted by a ``--conf`` option) is kept in ``unservable`` with the reason, until the file changes."""
         untrained = []
         with self.tasks_lock:
             for name, path in self.bundles.items():
+                model = served_model(path)
                 if name in self.infer_tasks:
                     continue
-                if served_model(path).is_file():
-                    self.infer_tasks[name] = MedSpikeInferTask(name, path, self.conf)
-                    logger.info("serving %s from %s", name, served_model(path))
-                else:
+                if not model.is_file():
                     untrained.append(name)
+                    continue
+                stamp = model.stat().st_mtime_ns
+                if self.unservable.get(name, (None,))[0] == stamp:
+                    continue
+                try:
+                    self.infer_tasks[name] = MedSpikeInferTask(name, path, self.conf)
+                except (ValueError, RuntimeError, KeyError, FileNotFoundError) as err:
+                    reason = f"model {name} cannot be served: {_first_line(first_cause(err))}"
+                    logger.error(reason)
+                    self.unservable[name] = (stamp, reason)
+                    continue
+                self.unservable.pop(name, None)
+                logger.info("serving %s from %s", name, model)
         return untrained
 
     def init_trainers(self) -> dict[str, TrainTask]:
@@ -312,6 +325,7 @@ class MedSpikeApp(MONAILabelApp):
         untrained = self.load_trained_models()
         info = super().info()
         info["untrained"] = {name: not_trained_message(name, self.bundles[name]) for name in untrained}
+        info["unservable"] = {name: reason for name, (_, reason) in self.unservable.items()}
         return info
 
     def infer(self, request: dict, datastore: Any = None) -> dict:
@@ -324,6 +338,8 @@ class MedSpikeApp(MONAILabelApp):
         if model not in self.bundles:
             raise HTTPException(404, f"unknown model {model!r}; this server serves {', '.join(self.bundles)}.")
         self.load_trained_models()
+        if model in self.unservable:
+            raise HTTPException(409, self.unservable[model][1])
         if model not in self.infer_tasks:
             raise HTTPException(409, not_trained_message(model, self.bundles[model]))
         try:
