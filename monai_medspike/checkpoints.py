@@ -176,9 +176,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # EOFError, RuntimeError (PytorchStreamReader), UnpicklingError, ...
         size = path.stat().st_size
+        cause = (str(error).strip().splitlines() or ["no message"])[0]
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({size} bytes; {type(error).__name__}: {str(error).splitlines()[0]}); "
-            "it is damaged or not a PyTorch checkpoint. Use another model.pt, or retrain."
+            f"checkpoint {path} cannot be read ({size} bytes; {type(error).__name__}: {cause}); it is damaged or "
+            "not a PyTorch checkpoint. Use another model.pt, or retrain."
         ) from None
     if isinstance(content, Mapping) and isinstance(content.get(MODEL_KEY), Mapping):
         state, record = dict(content[MODEL_KEY]), content.get(RECORD_KEY)

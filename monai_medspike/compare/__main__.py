@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     try:
+        given_models = args.models is not None
         if args.report_only:
             finished = _finished_jobs(out)
             args.bundle = args.bundle or finished[0]["bundle"]
@@ -165,12 +166,14 @@ def main(argv: list[str] | None = None) -> int:
                     for job, future in [(j, pool.submit(_run, j)) for j in todo]:
                         future.result()
                         logger.info("finished %s seed %s", job["model"], job["seed"])
-        if args.report_only:
-            order = list(dict.fromkeys(name for job in finished for name in job["rows"].values()))
-        else:
-            order = [name for spec in jobs_for(names) for name in spec.rows.values()]
+        order = [name for spec in jobs_for(names) for name in spec.rows.values()]
         command = shlex.join(["python", "-m", "monai_medspike.compare", *(sys.argv[1:] if argv is None else argv)])
-        if args.report_only and (out / "summary.json").is_file():  # the command that ran the jobs
+        if args.report_only and not given_models:
+            order = list(dict.fromkeys(name for job in finished for name in job["rows"].values()))
+            if (out / "summary.json").is_file():  # the order of the run that trained the jobs
+                earlier = json.loads((out / "summary.json").read_text())
+                order = list(dict.fromkeys([*(m for m in earlier.get("models", {}) if m in order), *order]))
+        if args.report_only and (out / "summary.json").is_file():  # the command that trained the jobs
             command = json.loads((out / "summary.json").read_text()).get("info", {}).get("command", command)
         info = {"title": f"{Path(args.bundle).name}", "bundle": str(args.bundle), "command": command}
         write_report(out, info, order=order)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +91,14 @@ _VOLUME_SUFFIXES = (".nii.gz", ".nii")
 
 
 def input_files(
-    source: str | None, datalist_file: str, split: str = "test", dataset: str | None = None
+    source: str | None, datalist_file: str | Callable[[], str], split: str = "test", dataset: str | None = None
 ) -> list[dict[str, str]]:
     """The images an inference run reads: ``[{"image": path}, ...]``, each checked before any is segmented.
 
     ``source`` may be one image or volume file, or a folder (every file of the dataset's kind in it, sorted); None
-    takes the ``split`` of the datalist. With ``dataset``, a volume dataset takes NIfTI volumes only and a 2D one
+    takes the ``split`` of the datalist (``datalist_file``, or a callable that prepares it: called only then, so that
+    a given ``source`` needs no data of the model's, demo or release). With ``dataset``, a volume dataset takes NIfTI
+    volumes only and a 2D one
     images only, and every file is read and checked (readable, one 3D volume that fits in memory with finite
     values, or an 8-bit image), so that a bad file stops the run before any output is written.
 
@@ -111,13 +114,16 @@ def input_files(
         raise
 
 
-def _input_files(source: str | None, datalist_file: str, split: str, dataset: str | None) -> list[dict[str, str]]:
+def _input_files(
+    source: str | None, datalist_file: str | Callable[[], str], split: str, dataset: str | None
+) -> list[dict[str, str]]:
     from monai_medspike.data.io import read_image, read_volume
     from monai_medspike.data.readers import by_name, get_reader
 
     if source is None:
         from monai.data import load_decathlon_datalist
 
+        datalist_file = datalist_file() if callable(datalist_file) else datalist_file
         return [{"image": e["image"]} for e in load_decathlon_datalist(datalist_file, data_list_key=split)]
     volume = dataset is not None and get_reader(dataset).kind == "volume"
     suffixes = _VOLUME_SUFFIXES if volume else _INPUT_SUFFIXES + (() if dataset else _VOLUME_SUFFIXES)
