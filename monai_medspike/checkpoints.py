@@ -294,8 +294,8 @@ def warn_unrecorded(path: str | Path) -> None:
     if key not in _warned:
         _warned.add(key)
         logger.warning(
-            "%s carries no settings record (written before monai_medspike 0.1.0.dev0 kept one); it is used with "
-            "this run's settings: give the ones it was trained with (e.g. --image_size) if they differ.",
+            "%s carries no settings record (written before checkpoints kept one); it is used with this run's "
+            "settings: give the ones it was trained with (e.g. --image_size) if they differ.",
             path,
         )
 
@@ -338,6 +338,16 @@ def check_resume(recorded: Mapping[str, Any], current: Mapping[str, Any], path: 
             )
     if problems:
         raise CheckpointError("\n".join(problems))
+
+
+def _exported_checkpoint() -> str | None:
+    """The ``--ckpt_file`` of a ``python -m monai.bundle ckpt_export|onnx_export|trt_export`` command line: the export
+    builds the network of the checkpoint it exports (MONAI gives that file no config id)."""
+    from monai_medspike.utils import bundle_command_line
+
+    command, _, arguments = bundle_command_line()
+    value = arguments.get("ckpt_file") if command in ("ckpt_export", "onnx_export", "trt_export") else None
+    return str(value) if value else None
 
 
 @contextlib.contextmanager
@@ -390,9 +400,10 @@ class TrainedModel:
     def locate(
         cls, ckpt_path: str | None, ckpt_dir: str | None, output_root: str, bundle: str | None = None
     ) -> TrainedModel:
-        """``ckpt_path`` if given, else the newest trained student of the bundle (the newer of ``<ckpt_dir>/model.pt``
-        and the newest ``<output_root>/student-*/model.pt``), else "none yet". Under ``python -m monai.bundle`` a
-        problem ends the run with one line (exit status 2).
+        """``ckpt_path`` if given, else the checkpoint that ``python -m monai.bundle ckpt_export`` (or ``onnx_export``,
+        ``trt_export``) exports (its ``--ckpt_file``), else the newest trained student of the bundle (the newer of
+        ``<ckpt_dir>/model.pt`` and the newest ``<output_root>/student-*/model.pt``), else "none yet". Under ``python
+        -m monai.bundle`` a problem ends the run with one line (exit status 2).
 
         Raises:
             FileNotFoundError: ``ckpt_path`` is given but does not exist.
@@ -401,6 +412,7 @@ class TrainedModel:
         from monai_medspike.runs import newest_model
 
         with _one_line():
+            ckpt_path = ckpt_path or _exported_checkpoint()
             if ckpt_path:
                 if not Path(ckpt_path).is_file():
                     raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such file; give a trained model.pt.")
@@ -461,6 +473,7 @@ class TrainedModel:
         notes = []
         for name, value in given.items():
             setting = SETTINGS[name]
+            value = setting.normalise(value)
             if name not in recorded or _plain(value) == recorded[name]:
                 continue
             if setting.identity:
@@ -497,7 +510,8 @@ class TrainedModel:
         recorded = (self.record or {}).get("network")
         if recorded is None:
             names = ("in_channels", "out_channels", "embed_dims", "num_heads", "time_steps", "layout", "spiking")
-            return MedSpikeFormer(spatial_dims=2, **{k: given[k] for k in names if k in given}, **options)
+            chosen = {k: SETTINGS[k].normalise(given[k]) for k in names if k in given}
+            return MedSpikeFormer(spatial_dims=2, **chosen, **options)
         if recorded.get("_target_") != _MEDSPIKEFORMER:
             with _one_line():
                 raise CheckpointError(
@@ -506,7 +520,7 @@ class TrainedModel:
                 )
         arguments = {k: v for k, v in recorded.items() if k != "_target_"}
         if "spiking" in given:
-            arguments["spiking"] = bool(given["spiking"])
+            arguments["spiking"] = SETTINGS["spiking"].normalise(given["spiking"])
         neuron = arguments.get("neuron")
         if isinstance(neuron, list):  # ("lif", {...}) came back from JSON as a list
             arguments["neuron"] = tuple(neuron)

@@ -231,6 +231,8 @@ class Setting:
         identity: it changes what the network is; a given value that contradicts the checkpoint is refused.
         fixed: a resumed run may not change it (every identity setting is fixed too).
         per_dataset: each bundle's dataset record gives its value (``bundles/<name>/dataset.json``, or the reader).
+        optional: a per-dataset setting that only the bundles whose record sets it hold (``slices_per_volume``: the
+            volume datasets').
         inference_default: its default in ``inference.json`` where that differs from ``default``.
         published: its value in the published recipe (``configs/recipe_published.json``), if it has one there.
     """
@@ -245,6 +247,7 @@ class Setting:
     identity: bool = False
     fixed: bool = False
     per_dataset: bool = False
+    optional: bool = False
     inference_default: Any = None
     published: Any = None
 
@@ -256,6 +259,10 @@ class Setting:
     def check(self, value: Any) -> str | None:
         """What is wrong with ``value`` (None: nothing; config expressions are not checked)."""
         return None if is_expression(value) else self.rule(value)
+
+    def normalise(self, value: Any) -> Any:
+        """``value`` as the setting holds it: a yes/no setting's word from a command line (``"false"``) as a bool."""
+        return check_flag(value, self.name) if isinstance(self.rule, Flag) and not is_expression(value) else value
 
     def default_in(self, config: str) -> Any:
         """Its default in ``config`` (``train``, ``evaluate`` or ``inference``)."""
@@ -307,48 +314,48 @@ _DECLARED = (
     Setting("resize", "data", True, "resize images to image_size (false: native resolution, random crops, sliding "
             "window)", Flag(), carried=True, fixed=True, per_dataset=True),
     Setting("slices_per_volume", "data", 4, "CT slices drawn per volume per visit (volume datasets)", Whole(1),
-            configs=_TRAIN, per_dataset=True),
+            configs=_TRAIN, carried=True, per_dataset=True, optional=True),
     Setting("demo_count", "data", 24, "images (or volumes) of the built-in demo data", Whole(1), carried=True,
             per_dataset=True),
     Setting("data_options", "data", {}, "reader options, e.g. \"{'mask_dir': 'other_masks'}\"", Options(),
             carried=True, fixed=True, per_dataset=True),
     Setting("transform_options", "data", {}, "options of the training transforms", Options(), configs=_TRAIN,
-            per_dataset=True),
+            carried=True, per_dataset=True),
     Setting("cache", "data", None, "memory or disk: keep decoded images between epochs (docs/bundles.md#caching)",
             Choice(None, "memory", "disk"), configs=_TRAIN),
     Setting("num_workers", "data", 0, "data loader worker processes", Whole(0)),
     # --- training: the budget and the recipe of each phase
     Setting("phase", "training", "both", "teacher, student or both (the ANN teacher, then the aligned student)",
-            Choice("teacher", "student", "both"), configs=_TRAIN),
-    Setting("epochs", "training", 10, "epochs of each phase", Whole(1), configs=_TRAIN, published=200),
-    Setting("val_interval", "training", 1, "epochs between validations", Whole(1), configs=_TRAIN),
-    Setting("batch_size", "training", 4, "training batch size", Whole(1), configs=_TRAIN, per_dataset=True,
-            published=8),
+            Choice("teacher", "student", "both"), configs=_TRAIN, carried=True),
+    Setting("epochs", "training", 10, "epochs of each phase", Whole(1), configs=_TRAIN, carried=True, published=200),
+    Setting("val_interval", "training", 1, "epochs between validations", Whole(1), configs=_TRAIN, carried=True),
+    Setting("batch_size", "training", 4, "training batch size", Whole(1), configs=_TRAIN, carried=True,
+            per_dataset=True, published=8),
     Setting("learning_rate", "training", 0.003, "Adam's learning rate (may change on resume)", Number(0.0, True),
-            configs=_TRAIN, published=0.0001),
+            configs=_TRAIN, carried=True, published=0.0001),
     Setting("lr_patience", "training", 30, "validations without a lower validation loss before the learning rate "
-            "drops (ReduceLROnPlateau)", Whole(0), configs=_TRAIN, published=30),
+            "drops (ReduceLROnPlateau)", Whole(0), configs=_TRAIN, carried=True, published=30),
     Setting("early_stop_patience", "training", 100, "validations without a better Dice before a phase stops",
-            Whole(1), configs=_TRAIN, published=200),
+            Whole(1), configs=_TRAIN, carried=True, published=200),
     Setting("early_stop_min_delta", "training", 0.0, "the Dice gain that counts as better", Number(0.0),
-            configs=_TRAIN),
+            configs=_TRAIN, carried=True),
     Setting("lambda_align", "training", 1.0, "weight of the distribution alignment to the teacher (0: the "
-            "student trains alone, no teacher needed)", Number(0.0), configs=_TRAIN),
+            "student trains alone, no teacher needed)", Number(0.0), configs=_TRAIN, carried=True),
     Setting("lambda_side", "training", 1.0, "weight of the deep supervision of the teacher's side heads, the masks "
             "the student is aligned to (0: untrained side heads, as published)", Number(0.0), configs=_TRAIN,
-            published=0.0),
+            carried=True, published=0.0),
     Setting("align_stages", "training", [0, 1, 2, 3], "encoder stages whose side outputs are aligned", Stages(),
-            configs=_TRAIN),
+            configs=_TRAIN, carried=True),
     Setting("init_from_teacher", "training", False, "the student starts from its trained teacher's weights",
-            Flag(), configs=_TRAIN),
+            Flag(), configs=_TRAIN, carried=True),
     Setting("teacher_checkpoint", "training", None, "the teacher for --phase student (default: this run's, else "
-            "the newest teacher-*/model.pt)", Existing("file"), configs=_TRAIN),
+            "the newest teacher-*/model.pt)", Existing("file"), configs=_TRAIN, carried=True),
     Setting("bn_recalibration_batches", "training", None, "training batches for batch-norm re-estimation before "
-            "each validation (null: all; 0: off)", Whole(0, optional=True), configs=_TRAIN),
+            "each validation (null: all; 0: off)", Whole(0, optional=True), configs=_TRAIN, carried=True),
     # --- run: where and how the run happens
     Setting("bundle_name", "run", None, "the bundle's name: bundle_root finds the bundle's folder by it, and every "
             "checkpoint records it", Text(optional=False), per_dataset=True),
-    Setting("seed", "run", 0, "seed of the split and of the training", Whole(0), carried=True),
+    Setting("seed", "run", 0, "seed of the split and of the training", Whole(0), carried=True, fixed=True),
     Setting("device", "run", _DEVICE, "where to run (CUDA when present)"),
     Setting("output_root", "run", "$@bundle_root + '/outputs'", "the folder of the runs"),
     Setting("ckpt_dir", "run", "$@bundle_root + '/models'", "where a finished training publishes its best student "
@@ -385,7 +392,7 @@ def group_settings(group: str, config: str | None = None) -> list[Setting]:
     """The settings of ``group`` (in declaration order), only those held by ``config`` if given."""
     if group not in GROUPS:
         raise ValueError(f"group must be one of {GROUPS}, got {group!r}.")
-    return [s for s in _DECLARED if s.group == group and (config is None or config in s.configs)]
+    return [s for s in SETTINGS.values() if s.group == group and (config is None or config in s.configs)]
 
 
 def check_settings(values: Mapping[str, Any], keys: Iterable[str] | None = None) -> None:
@@ -458,7 +465,7 @@ def settings_table() -> str:
         "| id | group | what | allowed | default | checkpoint |",
         "|---|---|---|---|---|---|",
     ]
-    for s in sorted(_DECLARED, key=lambda s: GROUPS.index(s.group)):
+    for s in sorted(SETTINGS.values(), key=lambda s: GROUPS.index(s.group)):
         default = "the bundle's" if s.per_dataset else shown(s.default)
         if s.inference_default is not None:
             default += f"; inference: {shown(s.inference_default)}"

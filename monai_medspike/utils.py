@@ -4,6 +4,7 @@ settings that make MedSpikeFormer faster on a CPU. Nothing here imports the rest
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import platform
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "KEEP_FREED_MEMORY_ENV",
+    "bundle_command_line",
     "check_flag",
     "first_cause",
     "keep_freed_memory",
@@ -45,6 +47,44 @@ def first_cause(error: BaseException) -> BaseException:
     while error.__cause__ is not None:
         error = error.__cause__
     return error
+
+
+def bundle_command_line(argv: Sequence[str] | None = None) -> tuple[str | None, list[str], dict[str, Any]]:
+    """The command, the config files and the ``--key value`` overrides of a ``python -m monai.bundle <command>``
+    command line (``argv`` defaults to ``sys.argv``), values read as ``monai.bundle`` (fire) reads them; ``(None, [],
+    {})`` in any other process. The one place that reads MONAI's command line: the settings check
+    (:func:`monai_medspike.workflows.check_command_line`) and ``ckpt_export``'s checkpoint
+    (:meth:`monai_medspike.checkpoints.TrainedModel.locate`), which MONAI gives no config id.
+    """
+    argv = list(sys.argv if argv is None else argv)
+    if not running_bundle_cli(argv):
+        return None, [], {}
+    from fire.parser import DefaultParseValue  # how `python -m monai.bundle` (fire) reads values
+
+    command = argv[1] if len(argv) > 1 and not argv[1].startswith("-") else None
+    overrides: dict[str, Any] = {}
+    args = argv[1:]
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--") and len(arg) > 2:
+            key, eq, value = arg[2:].partition("=")
+            if not eq:
+                if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                    value, i = args[i + 1], i + 1
+                else:
+                    value = "True"
+            overrides[key.replace("-", "_") if key in ("config-file", "args-file") else key] = DefaultParseValue(value)
+        i += 1
+    args_file = overrides.get("args_file")
+    if args_file:
+        from monai.bundle import ConfigParser
+
+        overrides = {**ConfigParser.load_config_file(str(args_file)), **overrides}
+    files = overrides.get("config_file") or []
+    if isinstance(files, str):
+        files = json.loads(files.replace("'", '"')) if files.strip().startswith("[") else files.split(",")
+    return command, [str(f).strip() for f in files], overrides
 
 
 def running_bundle_cli(argv: Sequence[str] | None = None) -> bool:

@@ -31,22 +31,16 @@ def saved_bytes(fn) -> int:
 
 
 def write_model(path: Path, parser: Any, phase: str = "student", state: dict | None = None) -> Path:
-    """``path`` as a bundle's training writes its ``model.pt``: the network of ``parser`` (a bundle's ``train.json``
-    with overrides; ``network_def`` or, for ``phase="teacher"``, ``teacher_def``) with ``state`` (default: its own
-    initial weights) and the record of the config's settings."""
-    from monai_medspike.checkpoints import make_record, model_file
-    from monai_medspike.settings import group_settings
+    """``path`` as a bundle's training writes its ``model.pt``: the network of the phase of the bundle's workflow
+    (``parser``: its ``train.json`` with overrides) with ``state`` (default: its own initial weights) and the
+    workflow's own record of it (nothing is trained, no data prepared)."""
+    from monai_medspike.checkpoints import model_file
 
-    network = parser.get_parsed_content("network_def" if phase == "student" else "teacher_def")
+    parser["datalist_file"] = str(path.parent / "no-datalist.json")  # the record needs no data
+    workflow = parser.get_parsed_content("workflow")
+    network = workflow.networks[phase]
     if state is not None:
         network.load_state_dict(state)
-    groups = {
-        group: {
-            s.name: parser.get_parsed_content(s.name) for s in group_settings(group, "train") if s.name in parser.config
-        }
-        for group in ("data", "training", "run")
-    }
-    record = make_record(network, phase, parser.get_parsed_content("bundle_name"), groups)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model_file(network, record), path)
+    torch.save(model_file(network, workflow.record(phase)), path)
     return path

@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,8 +28,9 @@ from tests.bundles.helpers import REPO
 from tests.helpers import SMALL, write_model
 
 KVASIR = REPO / "bundles" / "kvasir" / "configs"
-GROUPS = {"data": {"dataset": "kvasir", "image_size": [32, 32], "label_names": ["background", "polyp"]},
-          "training": {"learning_rate": 0.003, "epochs": 3}, "run": {"seed": 0}}  # fmt: skip
+GROUPS = {"data": {"dataset": "kvasir", "classes": "binary", "image_size": [32, 32],
+                   "label_names": ["background", "polyp"]},
+          "training": {"learning_rate": 0.003, "epochs": 3}, "run": {"seed": 0, "device": "cuda"}}  # fmt: skip
 
 
 def small(**kwargs) -> MedSpikeFormer:
@@ -102,7 +104,8 @@ def test_an_empty_or_damaged_checkpoint_is_named(tmp_path, content):
 def test_a_trained_model_gives_its_settings_and_refuses_contradictions(tmp_path):
     model = TrainedModel(saved(tmp_path, small()), "kvasir")
     assert model.setting("image_size", [64, 64]) == [32, 32] and model.setting("time_steps", 4) == 2
-    assert model.setting("epochs", 10) == 10  # not carried: the run's own
+    assert model.setting("epochs", 10) == 3  # a resumed training's, unless given
+    assert model.setting("device", "cpu") == "cpu"  # not carried: the run's own
     assert model.check({"time_steps": 2, "image_size": [32, 32]}) == []
     notes = model.check({"image_size": [48, 48]})
     assert notes == [f"--image_size [48, 48] is used as given; {model.path} was trained with [32, 32]"]
@@ -114,9 +117,49 @@ def test_a_trained_model_gives_its_settings_and_refuses_contradictions(tmp_path)
         model.check({"spiking": False})
     with pytest.raises(CheckpointError, match="is a model of the kvasir bundle, not of covid; use it with the kvasir"):
         TrainedModel(model.path, "covid")
+    # yes/no settings as the command line gives them: "false" is false
+    assert model.check({"spiking": "true", "resize": "true"}) == []
+    with pytest.raises(CheckpointError, match="holds the spiking student, not its ANN teacher"):
+        model.check({"spiking": "false"})
     built = model.network({"time_steps": 2}, channels_last=True)
     assert list(built.arguments["embed_dims"]) == [8, 16, 16, 32]
     assert built.channels_last and built.time_steps == 2
+
+
+@pytest.mark.parametrize(
+    "name, value, recorded",
+    [
+        ("in_channels", 1, 3),
+        ("out_channels", 3, 1),
+        ("classes", "multiclass", "binary"),
+        ("label_names", ["background", "lesion"], ["background", "polyp"]),
+        ("dataset", "isic2018", "kvasir"),
+        ("embed_dims", [32, 64, 128, 256], [8, 16, 16, 32]),
+        ("num_heads", 4, 2),
+        ("layout", "spike_driven", "published"),
+    ],
+)
+def test_every_setting_that_makes_the_network_is_refused_when_it_contradicts(tmp_path, name, value, recorded):
+    model = TrainedModel(saved(tmp_path, small()), "kvasir")
+    assert model.settings()[name] == recorded
+    with pytest.raises(CheckpointError) as err:
+        model.check({name: value})
+    assert str(err.value) == (
+        f"--{name} {value!r} contradicts the checkpoint {model.path}, which was trained with {name} {recorded!r}; "
+        f"leave --{name} out to use the checkpoint's."
+    )
+
+
+def test_an_export_builds_the_network_of_the_checkpoint_it_exports(tmp_path, monkeypatch):
+    """``python -m monai.bundle ckpt_export ... --ckpt_file X``: the network is X's (MONAI gives X no config id)."""
+    path = saved(tmp_path, small(time_steps=3))
+    main = str(Path(sys.modules["monai"].__file__).parent / "bundle" / "__main__.py")
+    monkeypatch.setattr(
+        sys, "argv", [main, "ckpt_export", "network_def", "--ckpt_file", path, "--key_in_ckpt", "model"]
+    )
+    assert TrainedModel.locate(None, None, str(tmp_path / "nothing")).path == Path(path)
+    monkeypatch.setattr(sys, "argv", [main, "run", "inferring", "--ckpt_file", path])  # not an export: ignored
+    assert TrainedModel.locate(None, None, str(tmp_path / "nothing")).path is None
 
 
 def test_load_model_builds_the_recorded_network_with_its_weights(tmp_path):
@@ -155,6 +198,13 @@ def test_resume_keeps_what_the_run_was_started_with():
         assert line.startswith(f"--resume_from run/last.pt was trained with {name} ") and f"leave --{name} out" in line
     with pytest.raises(CheckpointError, match="is a run of the kvasir bundle, not of covid; resume it with the kvasir"):
         check_resume(old, make_record(student, "student", "covid", GROUPS), "run/last.pt")
+    for name, value in (("dataset", "isic2018"), ("classes", "multiclass"), ("seed", 1)):
+        group = "run" if name == "seed" else "data"
+        other = {**GROUPS, group: {**GROUPS[group], name: value}}
+        with pytest.raises(CheckpointError, match=rf"was trained with {name} .*; this run has {value!r}"):
+            check_resume(old, make_record(student, "student", "kvasir", other), "run/last.pt")
+    with pytest.raises(CheckpointError, match=r"was trained with embed_dims \[8, 16, 16, 32\]; this run has \[8, 8"):
+        check_resume(old, make_record(small(embed_dims=(8, 8, 16, 16)), "student", "kvasir", GROUPS), "run/last.pt")
     with pytest.raises(
         CheckpointError, match="holds a network with faithful_layout False; this run builds it with True"
     ):
@@ -199,6 +249,8 @@ def run_inference(tmp_path, bundle: str, *args: str) -> subprocess.CompletedProc
         ("kvasir", ["--ckpt_path", "{teacher}"], "error: checkpoint {teacher} holds the ANN teacher (spiking false), "
                                                  "not the spiking student: use the student's model.pt "
                                                  "(student-*/model.pt, or the bundle's models/model.pt)."),
+        ("kvasir", ["--spiking", "false"], "error: checkpoint {student} holds the spiking student, not its ANN "
+                                           "teacher: use the teacher's model.pt (teacher-*/model.pt)."),
         ("busi", [], "error: {student} is a model of the kvasir bundle, not of busi; use it with the kvasir bundle's "
                      "configs (bundles/kvasir/configs/)."),
     ],
@@ -208,7 +260,8 @@ def test_a_contradiction_ends_inference_in_one_line_before_any_output(tmp_path, 
     student = write_model(tmp_path / "student.pt", trained)
     teacher = write_model(tmp_path / "teacher.pt", trained, phase="teacher")
     args = [a.format(student=student, teacher=teacher) for a in args]
-    proc = run_inference(tmp_path, bundle, "--ckpt_path", str(student), *args)
+    checkpoint = [] if "--ckpt_path" in args else ["--ckpt_path", str(student)]
+    proc = run_inference(tmp_path, bundle, *checkpoint, *args)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == line.format(student=student, teacher=teacher)
     assert not (tmp_path / "out" / "masks").exists()

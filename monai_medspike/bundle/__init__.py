@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-__all__ = ["META_SCHEMA", "bundle_root", "export_bundle", "shipped_bundle", "shipped_bundles"]
+__all__ = ["META_SCHEMA", "bundle_root", "export_bundle", "find_bundles", "shipped_bundle", "shipped_bundles"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +61,17 @@ def bundle_root(name: str) -> str:
     )
 
 
+def find_bundles(root: str | Path) -> dict[str, Path]:
+    """The bundles in the folder ``root``, by folder name, sorted: each sub-folder holding ``configs/train.json``."""
+    return {p.parents[1].name: p.parents[1] for p in sorted(Path(root).glob("*/configs/train.json"))}
+
+
 def shipped_bundles() -> dict[str, Path]:
     """The bundles that come with this installation, by name: ``monai_medspike/bundles/<name>`` in a wheel or
     sdist install, else ``bundles/<name>`` of the source checkout (an editable install)."""
     here = Path(__file__).resolve().parents[1]
     for root in (here / "bundles", here.parent / "bundles"):
-        found = {p.parents[1].name: p.parents[1] for p in sorted(root.glob("*/configs/train.json"))}
+        found = find_bundles(root)
         if found:
             return found
     return {}

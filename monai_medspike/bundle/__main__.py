@@ -67,7 +67,7 @@ def _sync(folder: str | None, check: bool) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for path in changed:
-        print(f"{'differs from the shared config' if check else 'rewrote'}: {path}")
+        print(f"{'differs from its generated content' if check else 'rewrote'}: {path}")
     if check and changed:
         print("run: python -m monai_medspike.bundle sync", file=sys.stderr)
         return 1

@@ -110,8 +110,7 @@ def _value(name: str, record: Mapping[str, Any], config: str = "train") -> Any:
 
 
 def _held(setting: Setting, record: Mapping[str, Any], config: str) -> bool:
-    optional = setting.name == "slices_per_volume"  # a volume dataset's own setting
-    return config in setting.configs and (not optional or setting.name in record["settings"])
+    return config in setting.configs and (not setting.optional or setting.name in record["settings"])
 
 
 def _ordered(config: str, record: Mapping[str, Any]) -> list[Setting]:
@@ -153,17 +152,29 @@ def _settings_block(config: str, record: Mapping[str, Any], model: str) -> dict[
     return block
 
 
+def _describes_the_model(setting: Setting) -> bool:
+    """Whether evaluation and inference take ``setting`` from the model (a carried setting that inference holds:
+    what the network is and what it reads, not how it was trained)."""
+    return setting.carried and "inference" in setting.configs
+
+
 def _model_settings(config: str, record: Mapping[str, Any]) -> dict[str, str]:
-    """``{name: "@name"}`` of the settings a trained model is checked against (carried or identity)."""
-    return {s.name: f"@{s.name}" for s in _ordered(config, record) if s.carried or s.identity}
+    """``{name: "@name"}`` of the settings a trained model is checked against (what it is and reads)."""
+    return {s.name: f"@{s.name}" for s in _ordered(config, record) if _describes_the_model(s) or s.identity}
 
 
 def _train(record: Mapping[str, Any]) -> dict[str, Any]:
     shared = _shared("train.json")
     config = {"imports": shared.pop("imports"), **_settings_block("train", record, "resumed"), **shared}
     workflow = config["workflow"]
+    # each setting of a group as a reference to its top-level id, unless the shared config wires it otherwise (the
+    # epochs: MONAI Label's id train#trainer#max_epochs, which --epochs sets)
     groups = {
-        group: {s.name: f"@{s.name}" for s in _ordered("train", record) if s.group == group}
+        group: {
+            s.name: workflow.get(group, {}).get(s.name, f"@{s.name}")
+            for s in _ordered("train", record)
+            if s.group == group
+        }
         for group in _WORKFLOW_GROUPS
     }
     # the groups go after the components the workflow takes, before the ids MONAI Label sets
@@ -180,9 +191,9 @@ def _evaluate(record: Mapping[str, Any]) -> dict[str, Any]:
         if "train" not in setting.configs:
             config[setting.name] = _value(setting.name, record, "evaluate")
     config["trained_model"] = shared.pop("trained_model")
-    # the carried settings of train.json, now the evaluated model's
+    # the settings of train.json that say what the model is and reads, now the evaluated model's
     carried = _settings_block("train", record, "trained_model")
-    config.update({name: carried[name] for name in carried if name in SETTINGS and SETTINGS[name].carried})
+    config.update({n: carried[n] for n in carried if n in SETTINGS and _describes_the_model(SETTINGS[n])})
     config["model_settings"] = _model_settings("train", record)
     return {**config, **shared}
 

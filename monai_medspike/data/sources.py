@@ -61,8 +61,10 @@ def _prepare_data(
 
     if datalist:
         if not Path(datalist).is_file():
-            raise FileNotFoundError(
-                f"datalist {datalist} does not exist; write one with python -m monai_medspike.data prepare."
+            raise DataError(
+                f"datalist {datalist} does not exist (given as --datalist, or recorded by the checkpoint used); give "
+                "one that does (--datalist <file>), or --dataset_dir <release folder>; write one with python -m "
+                "monai_medspike.data prepare."
             )
         return str(datalist)
     root = Path(output_root)

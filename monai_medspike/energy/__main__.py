@@ -32,6 +32,7 @@ from monai_medspike.energy.report import (
     load_or_calibrate,
     markdown_table,
     spike_input_rate,
+    teacher_of,
 )
 from monai_medspike.metrics.spiking import E_AC, E_MAC
 from monai_medspike.networks.nets.medspikeformer import LAYOUTS
@@ -65,19 +66,16 @@ def main(argv: list[str] | None = None) -> int:
         from monai.networks.nets import BasicUNet, SegResNet, UNet
 
         from monai_medspike.metrics import FiringRateMonitor
-        from monai_medspike.runs import find_checkpoint
 
         bundle = Path(args.bundle)
         parser = bundle_config(bundle, args)
         student = parser.get_parsed_content("network_def")  # the checkpoint's network, checked against the options
         images = bundle_images(parser, args.images)
-        output_root = parser.get_parsed_content("output_root")
         teacher = parser.get_parsed_content("teacher_def")
-        trained = parser.get_parsed_content("trained_model").path
-        student_ckpt = load_or_calibrate(student, str(trained) if trained else None, images)
-        teacher_ckpt = load_or_calibrate(
-            teacher, args.teacher_checkpoint or find_checkpoint(output_root, "teacher"), images
-        )
+        trained = parser.get_parsed_content("trained_model")
+        student_ckpt = load_or_calibrate(student, str(trained.path) if trained.path else None, images)
+        teacher_file = args.teacher_checkpoint or teacher_of(trained, parser.get_parsed_content("output_root"))
+        teacher_ckpt = load_or_calibrate(teacher, teacher_file, images)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
         from monai_medspike.utils import first_cause
 

@@ -18,6 +18,7 @@ __all__ = [
     "load_or_calibrate",
     "markdown_table",
     "spike_input_rate",
+    "teacher_of",
 ]
 
 
@@ -94,6 +95,22 @@ def load_or_calibrate(network: torch.nn.Module, checkpoint: str | None, images: 
     # untrained: batch-norm statistics from the images themselves, so that the neurons see normalised inputs
     recalibrate_batch_norm(network, [images], num_batches=1)
     return "untrained (batch-norm statistics estimated on the images)"
+
+
+def teacher_of(student: Any, output_root: str) -> str | None:
+    """The teacher of the trained ``student`` (a :class:`~monai_medspike.checkpoints.TrainedModel`): the one its run
+    trained beside it (``teacher-<run id>/model.pt`` in the run's output folder), the one its training was given,
+    else the newest ``teacher-*/model.pt`` under ``output_root``; None when there is none."""
+    from monai_medspike.runs import find_checkpoint
+
+    recorded = student.settings() if student is not None else {}
+    folders = [recorded.get("output_root"), output_root]
+    candidates = [
+        Path(f) / f"teacher-{recorded['run_id']}" / "model.pt" for f in folders if f and recorded.get("run_id")
+    ]
+    candidates += [Path(recorded["teacher_checkpoint"])] if recorded.get("teacher_checkpoint") else []
+    found = next((c for c in candidates if c.is_file()), None)
+    return str(found) if found else find_checkpoint(output_root, "teacher")
 
 
 def compare_networks(

@@ -10,14 +10,13 @@ accepted (the allowed values of every setting are declared in :mod:`monai_medspi
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from monai_medspike.settings import SETTINGS, SettingsError, check_settings
-from monai_medspike.utils import running_bundle_cli, stop_command_line
+from monai_medspike.utils import bundle_command_line, running_bundle_cli, stop_command_line
 
 __all__ = ["check_command_line", "check_overrides"]
 
@@ -100,35 +99,6 @@ def check_overrides(config: Mapping[str, Any], overrides: Mapping[str, Any], sou
         raise SettingsError("\n".join(problems))
 
 
-def _parse_command_line(argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
-    """The config files and the ``--key value`` overrides of a ``python -m monai.bundle run ...`` command line."""
-    from fire.parser import DefaultParseValue  # how `python -m monai.bundle` (fire) reads values
-
-    overrides: dict[str, Any] = {}
-    args = list(argv)
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg.startswith("--") and len(arg) > 2:
-            key, eq, value = arg[2:].partition("=")
-            if not eq:
-                if i + 1 < len(args) and not args[i + 1].startswith("--"):
-                    value, i = args[i + 1], i + 1
-                else:
-                    value = "True"
-            overrides[key.replace("-", "_") if key in ("config-file", "args-file") else key] = DefaultParseValue(value)
-        i += 1
-    args_file = overrides.get("args_file")
-    if args_file:
-        from monai.bundle import ConfigParser
-
-        overrides = {**ConfigParser.load_config_file(str(args_file)), **overrides}
-    files = overrides.get("config_file") or []
-    if isinstance(files, str):
-        files = json.loads(files.replace("'", '"')) if files.strip().startswith("[") else files.split(",")
-    return [str(f).strip() for f in files], overrides
-
-
 def check_command_line(argv: Sequence[str] | None = None) -> None:
     """Check the ``--key value`` settings of a ``python -m monai.bundle`` command before any work starts.
 
@@ -141,7 +111,7 @@ def check_command_line(argv: Sequence[str] | None = None) -> None:
         return
     from monai.bundle import ConfigParser
 
-    files, overrides = _parse_command_line(argv[1:])
+    files, overrides = bundle_command_line(argv)[1:]
     if not files:
         return
     config = ConfigParser.load_config_files(files)

@@ -27,9 +27,10 @@ from monai.handlers import (
     from_engine,
 )
 
-from monai_medspike.checkpoints import load_weights
+from monai_medspike.checkpoints import CheckpointError, load_weights
 from monai_medspike.metrics import PerImageScore
 from monai_medspike.networks.utils import fold_for_inference
+from monai_medspike.utils import stop_command_line
 
 __all__ = ["PER_IMAGE_SCORES", "Evaluation", "Inference", "write_summary"]
 
@@ -85,6 +86,16 @@ def _per_class(details: dict[str, Any], foreground: list[str]) -> dict[str, dict
             if not finite.all():
                 per_class[name][f"{metric}_not_finite"] = int((~finite).sum())
     return per_class
+
+
+def _loaded(network: torch.nn.Module, checkpoint: str) -> torch.nn.Module:
+    """``network`` with the weights of ``checkpoint``; under ``python -m monai.bundle`` a checkpoint that does not fit
+    ends the run with one line naming it."""
+    try:
+        return load_weights(network, checkpoint)
+    except (CheckpointError, KeyError, FileNotFoundError) as error:
+        stop_command_line(CheckpointError(error.args[0]) if isinstance(error, KeyError) else error)
+        raise
 
 
 def _loader(data: Sequence[dict], transform: Callable, num_workers: int) -> DataLoader:
@@ -152,7 +163,7 @@ class Evaluation:
         self.evaluator = SupervisedEvaluator(
             device=torch.device(device),
             val_data_loader=_loader(data, transforms, num_workers),
-            network=load_weights(network, self.checkpoint).to(device),
+            network=_loaded(network, self.checkpoint).to(device),
             inferer=inferer,
             postprocessing=postprocessing,
             key_val_metric={"dice": per_image.pop("dice")},
@@ -202,7 +213,7 @@ class Inference:
         num_workers: int = 0,
         fold_batch_norm: bool = False,
     ) -> None:
-        network = load_weights(network, str(checkpoint)).to(device)
+        network = _loaded(network, str(checkpoint)).to(device)
         if fold_batch_norm:
             fold_for_inference(network)
         self.evaluator = SupervisedEvaluator(

@@ -19,9 +19,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from monai_medspike.apps.monailabel import MODELS, app_dir
+from monai_medspike.workflows import trained_epochs
 from tests.apps.studies import AFFINE, export_bundles, make_studies, needs_2d_label, segment, write_weights
 
 pytest.importorskip("monailabel", reason="monailabel is installed only in the MONAI Label environment")
@@ -222,6 +224,9 @@ def test_training_from_monailabel_publishes_the_model_the_next_infer_uses(server
     runs = sorted(p.name.split("-")[0] for p in (server.output_root / "kvasir").iterdir())
     assert runs == ["student", "teacher"]
     assert "Restored all variables from" in server.log.read_text()  # the student started from models/model.pt
+    for phase in ("teacher", "student"):  # MONAI Label's max_epochs, one epoch per phase
+        (last,) = (server.output_root / "kvasir").glob(f"{phase}-*/last.pt")
+        assert trained_epochs(torch.load(last, weights_only=True))[0] == 1
     params = server.infer("kvasir", server.paths["polyp0"], output="json").json()
     assert params["model_path"] == str(server.weights["kvasir"])
     assert server.infer("kvasir", server.paths["polyp0"]).status_code == 200
@@ -271,11 +276,12 @@ def test_multiclass_covid_app_carries_its_three_label_names(tmp_path):
     label = nib.load(result["file"])
     assert label.shape == nib.load(paths["chest0"]).shape
     assert set(np.unique(np.asarray(label.dataobj))) <= {0, 1, 2}
-    # a trainer takes the training settings from --conf, and --conf output_root moves only its run folders
-    conf = {**conf, "covid.classes": "multiclass", "covid.image_size": "[32, 32]"}
+    # a training that starts from the served model keeps what it is (from its record); --conf output_root moves
+    # only its run folders
     trainer = MedSpikeTrainTask("covid", bundles / "covid", {**conf, "output_root": str(tmp_path / "runs")})
-    assert trainer.bundle.label_names == ("background", "ground-glass", "consolidation")
-    assert trainer.overrides == {**overrides, "output_root": str(tmp_path / "runs" / "covid")}
+    kept = trainer.model_overrides()
+    assert {k: kept[k] for k in overrides} == overrides and kept["label_names"] == list(result["params"]["label_names"])
+    assert trainer.overrides == {"output_root": str(tmp_path / "runs" / "covid")}
     assert trainer.bundle_config.get_parsed_content("ckpt_dir") == str(bundles / "covid" / "models")
 
 

@@ -22,8 +22,8 @@ def isolated(args: Sequence[str]) -> list[str]:
     return args
 
 
-def bundle(*args: str, cwd: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def bundle(*args: str, cwd: Path = REPO, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     command = [sys.executable, "-m", "monai.bundle", *(isolated(args) if args[:1] == ("run",) else args)]
     proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
@@ -33,10 +33,10 @@ def bundle(*args: str, cwd: Path = REPO, check: bool = True) -> subprocess.Compl
 
 def export(configs: Path, ckpt: Path, ts_file: Path) -> Path:
     """MONAI's ``ckpt_export --use_trace`` of ``ckpt`` with the bundle's ``inference.json``, as the bundle READMEs
-    give it: the network is built from the checkpoint's record (``--ckpt_path``), the weights are read under
+    give it: the network is built from the record of the ``--ckpt_file`` it exports, the weights are read under
     ``"model"`` (``--key_in_ckpt``), the trace shape comes from ``metadata.json``; returns ``ts_file``."""
     bundle(
-        "ckpt_export", "network_def", "--filepath", str(ts_file), "--ckpt_file", str(ckpt), "--ckpt_path", str(ckpt),
+        "ckpt_export", "network_def", "--filepath", str(ts_file), "--ckpt_file", str(ckpt),
         "--meta_file", str(configs / "metadata.json"), "--config_file", str(configs / "inference.json"),
         "--key_in_ckpt", "model", "--use_trace", "True",
     )  # fmt: skip

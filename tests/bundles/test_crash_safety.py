@@ -87,8 +87,8 @@ def test_sigkill_in_the_teacher_phase_resumes_the_teacher_then_trains_the_studen
     teacher, run_id = Path(match.group(1)), match.group(2)
     assert not list(tmp_path.glob("student-*"))
 
-    # nothing of the first command line but where it wrote: the size, demo data and slices come from the run
-    proc = run(["--resume_from", str(teacher / "last.pt"), "--output_root", str(tmp_path), "--epochs", "2"])
+    # nothing of the first command line but where it wrote: the epochs, size, demo data and slices are the run's
+    proc = run(["--resume_from", str(teacher / "last.pt"), "--output_root", str(tmp_path)])
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert f"resuming the teacher from {teacher / 'last.pt'} at epoch 2" in log

@@ -45,9 +45,11 @@ def test_each_declared_setting_is_in_the_configs_that_hold_it_and_in_its_workflo
             if "evaluate" in setting.configs:
                 assert setting.name in evaluate, (name, setting.name)
             if "train" in setting.configs and setting.group != "network":
-                assert train["workflow"][setting.group][setting.name] == f"@{setting.name}"
-            if setting.carried:  # read back from the model: the run resumed, the model evaluated or served
+                wired = "@train#trainer#max_epochs" if setting.name == "epochs" else f"@{setting.name}"
+                assert train["workflow"][setting.group][setting.name] == wired
+            if setting.carried and "train" in setting.configs:  # a resumed run's, unless given
                 assert train[setting.name].startswith(f"$@resumed.setting('{setting.name}', ")
+            if setting.carried and "inference" in setting.configs:  # the evaluated or served model's, unless given
                 assert evaluate[setting.name].startswith(f"$@trained_model.setting('{setting.name}', ")
                 assert inference[setting.name].startswith(f"$@trained_model.setting('{setting.name}', ")
         assert set(train["workflow"]) - {"_target_"} <= {
@@ -64,9 +66,24 @@ def copies(tmp_path):
     return tmp_path / "bundles"
 
 
+def test_monai_labels_epochs_id_reaches_the_workflow():
+    """MONAI Label's BundleTrainTask sets ``train#trainer#max_epochs``; --epochs sets it too."""
+    from monai.bundle import ConfigParser
+
+    for epochs, given in ((3, {"train#trainer#max_epochs": 3}), (4, {"epochs": 4}), (10, {})):
+        parser = ConfigParser()
+        parser.read_config(str(REPO / "bundles" / "kvasir" / "configs" / "train.json"))
+        parser.update(given)
+        assert parser.get_parsed_content("workflow#training")["epochs"] == epochs
+
+
 def test_a_setting_declared_once_reaches_every_bundle_with_sync(copies, capsys, monkeypatch):
+    from monai_medspike.settings import complete_group, settings_table
+
     new = Setting("warmup_epochs", "training", 2, "epochs of learning-rate warm-up", Whole(0), configs=("train",))
     monkeypatch.setitem(SETTINGS, new.name, new)
+    assert complete_group("training", {}, config="train")["warmup_epochs"] == 2  # checked and defaulted
+    assert "| `warmup_epochs` | training | epochs of learning-rate warm-up (train only) |" in settings_table()
     assert main(["sync", "--check", "--bundles", str(copies)]) == 1
     assert capsys.readouterr().out.count("train.json") == len(BUNDLES)
     assert main(["sync", "--bundles", str(copies)]) == 0
@@ -79,11 +96,11 @@ def test_a_setting_declared_once_reaches_every_bundle_with_sync(copies, capsys, 
 
 def test_a_hand_edited_config_is_named_and_sync_writes_it_back(copies, capsys):
     train = copies / "kvasir" / "configs" / "train.json"
-    train.write_text(train.read_text().replace('"epochs": 10', '"epochs": 11'))
+    train.write_text(train.read_text().replace('"num_workers": 0', '"num_workers": 3'))
     assert main(["sync", "--check", "--bundles", str(copies)]) == 1
     assert str(train) in capsys.readouterr().out
     assert main(["sync", "--bundles", str(copies)]) == 0
-    assert json.loads(train.read_text())["epochs"] == 10
+    assert json.loads(train.read_text())["num_workers"] == 0
 
 
 @pytest.mark.parametrize(

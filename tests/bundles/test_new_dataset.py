@@ -16,7 +16,7 @@ from monai_medspike.bundle.__main__ import main
 from monai_medspike.bundle.sync import GENERATED
 from monai_medspike.data import READERS
 from tests.apps.studies import read_config
-from tests.bundles.helpers import bundle, run_folder
+from tests.bundles.helpers import REPO, bundle, run_folder
 from tests.bundles.new_reader import CystReader, write_release
 
 RECORD = {
@@ -67,7 +67,9 @@ def test_a_new_dataset_is_a_reader_a_record_and_a_readme(tmp_path, capsys):
     release = write_release(tmp_path / "release")
     out = tmp_path / "outputs"
     train = ["--dataset_dir", str(release), "--epochs", "1", "--image_size", "[32, 32]", "--output_root", str(out)]
-    bundle("run", "training", "--config_file", str(folder / "configs" / "train.json"), *train)
+    # from another folder: the reader's module is importable because it is on the path (installed, or PYTHONPATH)
+    elsewhere = {"cwd": tmp_path, "env": {"PYTHONPATH": str(REPO)}}
+    bundle("run", "training", "--config_file", str(folder / "configs" / "train.json"), *train, **elsewhere)
     student = torch.load(run_folder(out, "student") / "model.pt", weights_only=True)
     assert student["record"]["bundle"] == "cysts" and student["record"]["network"]["in_channels"] == 1
     assert (out / "models" / "model.pt").is_file()  # published (the test's --ckpt_dir, see helpers.isolated)
@@ -75,12 +77,12 @@ def test_a_new_dataset_is_a_reader_a_record_and_a_readme(tmp_path, capsys):
     # evaluation and inference: only where the runs are; the data, size and network come from the checkpoint
     common = ["--output_root", str(out), "--ckpt_dir", str(out / "models")]
     evaluate = f"['{folder / 'configs' / 'train.json'}','{folder / 'configs' / 'evaluate.json'}']"
-    bundle("run", "evaluating", "--config_file", evaluate, *common)
+    bundle("run", "evaluating", "--config_file", evaluate, *common, **elsewhere)
     summary = json.loads((run_folder(out, "evaluate") / "summary.json").read_text())
     datalist = json.loads(next((out / "data").glob("cysts-*.json")).read_text())
     assert summary["images"] == len(datalist["test"]) > 0 and 0.0 <= summary["metrics"]["dice"] <= 1.0
     args = ["--input", str(release / "scans"), "--infer_name", "pred", *common]
-    bundle("run", "inferring", "--config_file", str(folder / "configs" / "inference.json"), *args)
+    bundle("run", "inferring", "--config_file", str(folder / "configs" / "inference.json"), *args, **elsewhere)
     masks = sorted((out / "pred").glob("*_seg.png"))
     assert len(masks) == 10
     for mask in masks:

@@ -86,6 +86,18 @@ def _first_line(err: BaseException, limit: int = 400) -> str:
     return line if len(line) <= limit else line[:limit] + "..."
 
 
+def _what_it_serves(record: dict | None) -> Any:
+    """What of a model's record decides the served network and transforms: the network and the settings inference
+    takes from the model (not the run's folders, time or budget, which every training changes)."""
+    from monai_medspike.settings import SETTINGS
+
+    if record is None:
+        return None
+    settings = {k: v for group in record.get("settings", {}).values() for k, v in group.items()}
+    served = {k: v for k, v in settings.items() if k in SETTINGS and SETTINGS[k].carried}
+    return record.get("network"), {k: v for k, v in served.items() if "inference" in SETTINGS[k].configs}
+
+
 class MedSpikeInferTask(BundleInferTask):
     """MONAI Label's ``BundleInferTask`` on one local bundle, with input checks and lossless label files.
 
@@ -120,7 +132,7 @@ class MedSpikeInferTask(BundleInferTask):
         self._configured = model.stat().st_mtime_ns if model.is_file() else None
         self.bundle_config.update(self.overrides)
         self.bundle_config.parse(reset=True)
-        self._record = self.bundle_config.get_parsed_content("trained_model").record
+        self._serves = _what_it_serves(self.bundle_config.get_parsed_content("trained_model").record)
         self.network = self.bundle_config.get_parsed_content("network_def", instantiate=True)
         self.bundle: BundleInfo = bundle_info(self.name, self.bundle_config)
         if self.labels != self.bundle.labels:  # metadata.json describes the default classes only
@@ -134,7 +146,7 @@ class MedSpikeInferTask(BundleInferTask):
         from monai_medspike.checkpoints import read_checkpoint
 
         _, record, _ = read_checkpoint(model)
-        if record == self._record:
+        if _what_it_serves(record) == self._serves:  # other weights of the same network: MONAI Label reloads them
             self._configured = model.stat().st_mtime_ns
             return
         logger.info("model %s: %s was trained with other settings; the network and transforms follow it", self.name,
@@ -229,9 +241,24 @@ class MedSpikeTrainTask(BundleTrainTask):
             options.pop(key, None)
         return options
 
+    def model_overrides(self) -> dict[str, Any]:
+        """The settings the served ``models/model.pt`` was trained with that a training starting from it keeps (what
+        the network is and reads: channels, classes, layout, time steps, widths, image size, ...), read from its
+        record; none without a served model. The app's ``--conf`` overrides go over them."""
+        from monai_medspike.checkpoints import TrainedModel
+        from monai_medspike.settings import SETTINGS
+
+        model = served_model(self.bundle_path)
+        if not model.is_file():
+            return {}
+        recorded = TrainedModel(model, self.bundle_config.get_parsed_content("bundle_name")).settings()
+        kept = {k: v for k, v in recorded.items() if k in SETTINGS and SETTINGS[k].kept_on_resume}
+        return {k: v for k, v in kept.items() if "train" in SETTINGS[k].configs}
+
     def run_single_gpu(self, request: dict, overrides: dict) -> None:
-        """MONAI Label's run, with the app's ``--conf`` overrides (config ids, ``output_root``) added."""
-        super().run_single_gpu(request, {**overrides, **self.overrides})
+        """MONAI Label's run, with the served model's settings (:meth:`model_overrides`) and the app's ``--conf``
+        overrides (config ids, ``output_root``) added."""
+        super().run_single_gpu(request, {**overrides, **self.model_overrides(), **self.overrides})
 
     def __call__(self, request: dict, datastore: Any) -> dict:
         request = dict(request)

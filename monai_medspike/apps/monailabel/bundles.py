@@ -22,7 +22,7 @@ from monai.bundle import ConfigParser
 from monai.config import KeysCollection
 from monai.transforms import EnsureChannelFirstd, MapTransform
 
-from monai_medspike.bundle import shipped_bundles
+from monai_medspike.bundle import find_bundles, shipped_bundles
 from monai_medspike.data.readers import get_reader
 
 __all__ = [
@@ -120,8 +120,8 @@ def resolve_models(
 
 
 def _bundle_names(root: Path) -> list[str]:
-    """The bundles in ``root`` (folders with ``configs/train.json``), the shipped ones first in their order."""
-    found = sorted(p.parents[1].name for p in root.glob("*/configs/train.json"))
+    """The bundles in ``root`` (:func:`monai_medspike.bundle.find_bundles`), the shipped ones first in their order."""
+    found = list(find_bundles(root))
     return [n for n in MODELS if n in found] + [n for n in found if n not in MODELS]
 
 
