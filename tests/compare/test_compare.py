@@ -218,7 +218,7 @@ def test_the_student_from_its_teacher_is_the_bundles_student_with_init_from_teac
     assert parser["init_from_teacher"] is True
     assert parser["workflow"]["training"]["init_from_teacher"] == "@init_from_teacher"
     assert parser["workflow"]["_target_"] == "monai_medspike.workflows.TwoPhaseTraining"
-    assert bundle_parser(REPO / "bundles" / "kvasir")["init_from_teacher"] is False
+    assert bundle_parser(REPO / "bundles" / "kvasir").get_parsed_content("init_from_teacher") is False
 
 
 @pytest.mark.parametrize("page, count", [("results.md", 4), ("energy.md", 2)])
