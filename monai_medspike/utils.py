@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import os
 import platform
 import sys
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from typing import Any
 __all__ = [
     "KEEP_FREED_MEMORY_ENV",
     "bundle_command_line",
+    "cache_dir",
     "check_flag",
     "first_cause",
     "keep_freed_memory",
@@ -25,6 +27,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _FLAG_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+def cache_dir() -> Path:
+    """The package's cache folder: ``$XDG_CACHE_HOME/monai_medspike`` (``~/.cache/monai_medspike``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "monai_medspike"
 
 
 def check_flag(value: Any, argument: str) -> bool:

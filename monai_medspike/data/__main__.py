@@ -33,7 +33,6 @@ _READER_OPTIONS = {
     "no_outline": (("monuseg",), "outline"),
     "overlap": (("monuseg",), "overlap"),
     "channels": (("folder",), "channels"),
-    "label_threshold": (("folder",), "label_threshold"),
 }
 
 

@@ -197,7 +197,6 @@ def prepare(
             "val_fraction": val_fraction,
             "test_fraction": test_fraction,
             "reader": {"kind": reader.kind, "classes": reader.classes, "channels": reader.channels},
-            "label_threshold": reader.label_threshold,
             "summary": summary,
         }
         datalist.update({split: [] for split in SPLITS})

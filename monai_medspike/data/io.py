@@ -5,12 +5,25 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from monai_medspike.data.errors import DataError
 
-__all__ = ["available_memory", "check_exists", "read_image", "read_volume", "volume_header"]
+__all__ = [
+    "MASK_RULES",
+    "available_memory",
+    "check_exists",
+    "decode_image",
+    "decode_mask",
+    "mask_label",
+    "read_decoded",
+    "read_image",
+    "read_mask",
+    "read_volume",
+    "volume_header",
+]
 
 # Pillow modes of images deeper than 8 bits per channel: the 2D pipelines map 0-255 to [0, 1]
 _DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
@@ -49,44 +62,179 @@ def available_memory() -> int:
         return 0
 
 
-def read_image(path: Path, mode: str | None = None) -> np.ndarray:
-    """Read a JPEG/PNG/TIF file fully (so truncated files fail here, not during training).
+MASK_RULES = """How a 2D mask file becomes a label, by its kind (the same for every dataset and for ``folder``):
 
-    Args:
-        path: the file.
-        mode: a Pillow mode to convert to (``"L"``, ``"RGB"``); None keeps the stored mode (palette indices stay
-            indices, 1-bit masks become bool).
+- binary labels, lossless file (PNG, BMP, TIFF, GIF): the values must be 0 and 255, or 0 and 1; a pixel > 0 is
+  foreground. Any other mix (0, 1 and 255 together; grey levels) is refused, naming the file and the values.
+- binary labels, JPEG: compression leaves values near 0 and 255; a pixel > 127 is foreground. A JPEG mask with more
+  than 5 % mid-grey pixels (64-192), or whose values stay faint (a 0/1 mask saved as JPEG), is refused.
+- class-index labels (multi-class): the values are the classes 0 .. K-1 and must be stored losslessly (PNG); a
+  palette PNG is read as its indices.
+- any mask: a 1-bit file is 0/255, a palette file its indices, alpha is dropped, a colour mask is foreground where
+  any channel is, and the EXIF orientation is applied (as for its image)."""
 
-    Returns:
-        ``(H, W)`` or ``(H, W, C)`` array.
+# file formats whose decoded values are not the stored ones exactly
+LOSSY_FORMATS = ("JPEG", "MPO", "WEBP", "JPEG2000")
+_LOSSY_SUFFIXES = (".jpg", ".jpeg", ".webp", ".jp2")
+_MID_GREY_SHARE = 0.05
+
+
+def _oriented(img: Any, path: Path) -> Any:
+    """``img`` loaded and turned as its EXIF orientation says (the way a viewer shows it)."""
+    from PIL import ImageOps
+
+    img.load()
+    return ImageOps.exif_transpose(img) if img.getexif().get(0x0112, 1) != 1 else img
+
+
+def decode_image(img: Any, path: Path) -> Any:
+    """An opened Pillow image as the networks read it: 8-bit grey (``L``) or ``RGB``, in the orientation a viewer
+    shows (EXIF applied).
+
+    Palette images become RGB (their colours, not their indices), CMYK and other colour spaces RGB, 1-bit images
+    0/255 grey, alpha is dropped. 16- and 32-bit images are refused (the 2D pipelines map 0-255 to [0, 1]).
 
     Raises:
-        DataError: missing, unreadable or corrupt file.
+        DataError: a deep image, naming ``path``.
+    """
+    mode = img.mode
+    if mode in _DEEP_MODES:
+        depth = "32-bit" if mode in ("I", "F") else "16-bit"
+        raise DataError(
+            f"{path}: a {depth} image (Pillow mode {mode}); the 2D datasets are read as 8 bits per channel "
+            "(0-255). Convert it to 8-bit (scale its range to 0-255) first."
+        )
+    img = _oriented(img, path)
+    if mode in ("L", "RGB"):
+        return img
+    if mode in ("1", "LA", "La"):
+        return img.convert("L")
+    return img.convert("RGB")  # P, PA, RGBA, RGBa, RGBX, CMYK, YCbCr, LAB, HSV
+
+
+def decode_mask(img: Any, path: Path, classes: str = "binary", num_classes: int = 2) -> Any:
+    """An opened Pillow mask as a label image (mode ``L``): 0/1 for ``classes="binary"``, the class indices for
+    ``"multiclass"``, by the rules of :data:`MASK_RULES`.
+
+    Raises:
+        DataError: values that do not fit the rule, naming ``path`` and the values.
+    """
+    from PIL import Image
+
+    lossy = img.format in LOSSY_FORMATS or (img.format is None and path.suffix.lower() in _LOSSY_SUFFIXES)
+    mode = img.mode
+    img = _oriented(img, path)
+    if mode == "P":
+        values = np.asarray(img)
+    elif mode == "PA":
+        values = np.asarray(img.getchannel(0))
+    elif mode in _DEEP_MODES:
+        values = np.asarray(img)
+    elif mode == "L":
+        values = np.asarray(img)
+    elif mode in ("1", "LA", "La"):
+        values = np.asarray(img.convert("L"))
+    else:
+        values = np.asarray(img.convert("RGB")).max(axis=2)
+    return Image.fromarray(mask_label(values, path, lossy, classes, num_classes))
+
+
+def mask_label(
+    values: np.ndarray, path: Path, lossy: bool, classes: str = "binary", num_classes: int = 2
+) -> np.ndarray:
+    """The ``uint8`` label of a decoded mask's ``values`` (0/1, or class indices), by :data:`MASK_RULES`.
+
+    Raises:
+        DataError: values that do not fit the rule, naming ``path`` and the values.
+    """
+    found = np.unique(values)
+    shown = ", ".join(str(v) for v in found[:8].tolist()) + (", ..." if found.size > 8 else "")
+    if classes == "multiclass":
+        if lossy:
+            raise DataError(
+                f"{path}: a class-index mask stored as JPEG; lossy compression changes the indices. Save it as PNG."
+            )
+        if found.min() < 0 or found.max() >= num_classes or np.any(found != np.round(found)):
+            raise DataError(
+                f"{path}: a multi-class mask must hold the class indices 0..{num_classes - 1}, found {shown}. Fix the "
+                "mask (a palette PNG is read as its indices), or run prepare with --skip-bad to leave it out."
+            )
+        return values.astype(np.uint8)
+    if lossy:
+        mid = float(np.mean((values > 64) & (values < 192)))
+        if mid > _MID_GREY_SHARE:
+            raise DataError(
+                f"{path}: {mid:.0%} of the pixels are mid-grey (64..192); a JPEG mask must be black and white "
+                "(JPEG noise aside, foreground > 127). Is this an image saved in the masks folder?"
+            )
+        if 0 < found.max() < 64 and np.mean(values > 0) > 0.01:
+            raise DataError(
+                f"{path}: a JPEG mask whose values stay below 64 (found {shown}): a 0/1 mask saved as JPEG, which "
+                "reads as empty at the JPEG rule (> 127). Save masks as PNG, or as JPEG with 0 and 255."
+            )
+        return (values > 127).astype(np.uint8)
+    if not (set(found.tolist()) <= {0, 1} or set(found.tolist()) <= {0, 255}):
+        raise DataError(
+            f"{path}: a binary mask must hold 0 and 255 (or 0 and 1), found {shown}. Fix the mask (one foreground "
+            "value), or run prepare with --skip-bad to leave it out."
+        )
+    return (values > 0).astype(np.uint8)
+
+
+def read_decoded(
+    path: Path, role: str = "image", classes: str = "binary", num_classes: int = 2, finish: Any = np.asarray
+) -> Any:
+    """Open ``path`` with Pillow, decode it fully as an image (:func:`decode_image`) or a mask (:func:`decode_mask`),
+    so truncated files fail here and not during training, and return ``finish(decoded Pillow image)``.
+
+    Raises:
+        DataError: missing, unreadable or corrupt file; a 16-bit image; mask values that do not fit the rule.
     """
     from PIL import Image, UnidentifiedImageError
 
+    if role not in ("image", "mask"):
+        raise ValueError(f"role must be 'image' or 'mask', got {role!r}.")
+    path = Path(path)
     check_exists(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                img.load()
-                stored = img.mode
-                if mode is not None and img.mode != mode:
-                    img = img.convert(mode)
-                array = np.asarray(img)
+                decoded = decode_image(img, path) if role == "image" else decode_mask(img, path, classes, num_classes)
+                return finish(decoded)
+    except DataError:
+        raise
     except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError, Warning) as e:
+        if path.name.lower().endswith((".nii", ".nii.gz", ".mha", ".nrrd", ".dcm")):
+            raise DataError(
+                f"{path}: a volume, not a 2D image; the 2D networks take PNG, JPEG, TIFF or BMP images (CT volumes go "
+                "to the covid bundle's covid_ct model)."
+            ) from e
         raise DataError(
             f"{path}: cannot be read as an image ({type(e).__name__}: {e}). The file is corrupt or truncated: "
             "download it again, remove the pair, or run prepare with --skip-bad."
         ) from e
-    if mode is None and stored in _DEEP_MODES:
-        depth = "32-bit" if stored in ("I", "F") else "16-bit"
-        raise DataError(
-            f"{path}: a {depth} image (Pillow mode {stored}); the 2D datasets are read as 8 bits per channel "
-            "(0-255). Convert it to 8-bit (scale its range to 0-255) first."
-        )
-    return array
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read a JPEG/PNG/TIF/BMP image fully, decoded by :func:`decode_image`.
+
+    Returns:
+        ``(H, W)`` grey or ``(H, W, 3)`` RGB ``uint8`` array.
+
+    Raises:
+        DataError: missing, unreadable, corrupt or 16-bit file.
+    """
+    return read_decoded(path, "image")
+
+
+def read_mask(path: Path, classes: str = "binary", num_classes: int = 2) -> np.ndarray:
+    """Read a 2D mask fully as a ``(H, W)`` ``uint8`` label (0/1, or class indices) by :data:`MASK_RULES`.
+
+    Raises:
+        DataError: missing, unreadable or corrupt file, or values that do not fit the rule.
+    """
+    return read_decoded(path, "mask", classes, num_classes)
 
 
 def volume_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:

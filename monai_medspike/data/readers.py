@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from monai_medspike.data.errors import DataError
-from monai_medspike.data.io import read_image, read_volume
+from monai_medspike.data.io import read_image, read_mask, read_volume
 
 __all__ = [
     "READERS",
@@ -136,17 +136,6 @@ def _locate(root: Path, candidates: list[tuple[str, ...]], dataset: str) -> tupl
     raise DataError(f"{root}: not a {dataset} release folder: expected the sub-folders {expected} in it.")
 
 
-def _check_binary(mask: np.ndarray, path: Path, allowed: tuple[set[int], ...] = ({0, 255}, {0, 1})) -> np.ndarray:
-    values = set(np.unique(mask).tolist())
-    if not any(values <= a for a in allowed):
-        shown = sorted(values)[:8]
-        raise DataError(
-            f"{path}: expected a binary mask with values {' or '.join(str(sorted(a)) for a in allowed)}, found "
-            f"{shown}{'...' if len(values) > 8 else ''}. Fix the mask, or run prepare with --skip-bad to leave it out."
-        )
-    return (mask > 0).astype(np.uint8)
-
-
 def _check_same_size(image: np.ndarray, mask: np.ndarray, image_path: Path, mask_path: Path) -> None:
     if image.shape[:2] != mask.shape[:2]:
         raise DataError(
@@ -155,10 +144,11 @@ def _check_same_size(image: np.ndarray, mask: np.ndarray, image_path: Path, mask
         )
 
 
-def _read_pair(sample: Sample, mask_mode: str | None = "L") -> tuple[np.ndarray, np.ndarray]:
-    """The image and the (single) mask of ``sample``, checked to be readable and of the same size."""
+def _read_pair(sample: Sample, classes: str = "binary", num_classes: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """The image and the label of ``sample``'s (single) mask, checked to be readable, of the same size and with
+    values that fit :data:`~monai_medspike.data.io.MASK_RULES`."""
     image = read_image(sample.image)
-    mask = read_image(sample.masks[0], mask_mode)
+    mask = read_mask(sample.masks[0], classes, num_classes)
     _check_same_size(image, mask, sample.image, sample.masks[0])
     return image, mask
 
@@ -175,10 +165,8 @@ class DatasetReader(ABC):
     kind: str = "2d"  # "2d" or "volume"
     #: the original protocol's (train, test) sizes, see :func:`monai_medspike.data.splits.split_samples`
     original_protocol: tuple[int, int] | None = None
-    #: label values of the datalist labels: "binary" (0/1 after ``> label_threshold``) or "multiclass"
+    #: label values of the datalist labels: "binary" (0/1, read by the mask rules of the file's kind) or "multiclass"
     classes: str = "binary"
-    #: threshold that turns the stored label into {0, 1} when loaded for training (JPEG masks need 127)
-    label_threshold: float = 0.0
     #: image channels as stored (1 grey, 3 RGB)
     channels: int = 3
     #: the class names of the labels, background first
@@ -226,7 +214,7 @@ class Isic2018Reader(DatasetReader):
 
     def load(self, sample: Sample) -> Loaded:
         image, mask = _read_pair(sample)
-        return Loaded(_check_binary(mask, sample.masks[0]), image.shape[:2])
+        return Loaded(mask, image.shape[:2])
 
 
 class KvasirReader(DatasetReader):
@@ -235,7 +223,6 @@ class KvasirReader(DatasetReader):
     name = "kvasir"
     original_protocol = (880, 120)
     label_names = ("background", "polyp")
-    label_threshold = 127.0
 
     def find(self, root: Path) -> tuple[list[Sample], list[str]]:
         base, _ = _locate(root, [("Kvasir-SEG/images", "Kvasir-SEG/masks"), ("images", "masks")], self.name)
@@ -247,15 +234,8 @@ class KvasirReader(DatasetReader):
         return [Sample(s, i, (m,), s) for s, i, m in pairs], problems
 
     def load(self, sample: Sample) -> Loaded:
-        image, mask = _read_pair(sample)
-        # JPEG masks: values near 0 or near 255; a mask with many mid-grey pixels is not a mask
-        mid = np.mean((mask > 64) & (mask < 192))
-        if mid > 0.05:
-            raise DataError(
-                f"{sample.masks[0]}: {mid:.0%} of the pixels are mid-grey (64..192); a Kvasir mask must be black and "
-                "white (JPEG noise aside). Is this an image saved in the masks folder?"
-            )
-        return Loaded((mask > self.label_threshold).astype(np.uint8), image.shape[:2])
+        image, mask = _read_pair(sample)  # JPEG masks: > 127, mostly black and white (MASK_RULES)
+        return Loaded(mask, image.shape[:2])
 
 
 class BusiReader(DatasetReader):
@@ -304,9 +284,9 @@ class BusiReader(DatasetReader):
         image = read_image(sample.image)
         merged = np.zeros(image.shape[:2], np.uint8)
         for path in sample.masks:
-            mask = read_image(path, "L")
+            mask = read_mask(path)
             _check_same_size(image, mask, sample.image, path)
-            merged |= _check_binary(mask, path)
+            merged |= mask
         return Loaded(merged, image.shape[:2], write_label=len(sample.masks) > 1)
 
 
@@ -412,15 +392,8 @@ class Covid2DReader(DatasetReader):
         return [Sample(s, i, (m,), s) for s, i, m in pairs], problems
 
     def load(self, sample: Sample) -> Loaded:
-        image, mask = _read_pair(sample, "L" if self.classes == "binary" else None)  # None keeps palette indices
-        if self.classes == "binary":
-            return Loaded(_check_binary(mask, sample.masks[0]), image.shape[:2])
-        if mask.ndim != 2 or not set(np.unique(mask).tolist()) <= {0, 1, 2}:
-            raise DataError(
-                f"{sample.masks[0]}: a multi-class COVID mask must hold the class indices 0, 1, 2 (palette PNG), "
-                f"found values {sorted(np.unique(mask).tolist())[:8]} in a {mask.ndim}D array."
-            )
-        return Loaded(mask.astype(np.uint8), image.shape[:2])
+        image, mask = _read_pair(sample, self.classes, len(self.label_names))  # palette PNG: its indices
+        return Loaded(mask, image.shape[:2])
 
 
 class CovidCTReader(DatasetReader):
@@ -493,20 +466,19 @@ class CovidCTReader(DatasetReader):
 
 class FolderReader(DatasetReader):
     """Your own 2D dataset: ``images/<id>.<ext>`` with binary masks ``masks/<id>.<ext>`` (any image format; masks
-    0/255 or 0/1, grey or RGB), or a datalist of such pairs.
+    read by the rules of their kind, :data:`~monai_medspike.data.io.MASK_RULES`: PNG 0/255 or 0/1, JPEG > 127), or a
+    datalist of such pairs.
 
     Args:
         channels: image channels the network takes (1: grey, 3: RGB); images are converted to it.
-        label_threshold: a mask pixel above it is foreground (127 for JPEG masks).
     """
 
     name = "folder"
 
-    def __init__(self, channels: int = 3, label_threshold: float = 0.0) -> None:
+    def __init__(self, channels: int = 3) -> None:
         if isinstance(channels, bool) or channels not in (1, 3):
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}.")
         self.channels = channels
-        self.label_threshold = float(label_threshold)
 
     def find(self, root: Path) -> tuple[list[Sample], list[str]]:
         base, _ = _locate(root, [("images", "masks")], "image folder (images/ + masks/)")
@@ -515,7 +487,7 @@ class FolderReader(DatasetReader):
 
     def load(self, sample: Sample) -> Loaded:
         image, mask = _read_pair(sample)
-        return Loaded(_check_binary((mask > self.label_threshold).astype(np.uint8), sample.masks[0]), image.shape[:2])
+        return Loaded(mask, image.shape[:2])
 
 
 def get_reader(name: str, **options: object) -> DatasetReader:

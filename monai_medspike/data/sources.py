@@ -31,11 +31,16 @@ def prepare_data(
 ) -> str:
     """The datalist a bundle trains on.
 
-    - ``datalist`` given: used as it is (it must exist).
+    - ``datalist`` given: used as it is (it must exist; the workflows check it as they load it,
+      :func:`monai_medspike.data.checks.load_datalist`).
     - ``dataset_dir`` given: a datalist for that release folder is prepared once (with ``seed`` and
       ``options``) under ``<output_root>/data/`` and reused by later runs.
     - neither: the built-in demo data of ``dataset`` is generated once under ``<output_root>/demo_data/`` and
-      prepared the same way. Nothing is downloaded.
+      prepared the same way (said in the log). Nothing is downloaded.
+
+    Raises:
+        DataError: both ``datalist`` and ``dataset_dir`` (which one is meant is ambiguous: an overlay's datalist would
+            hide a release folder given on the command line); a missing datalist.
     """
     arguments = (output_root, dataset, dataset_dir, datalist, seed, demo_count)
     try:
@@ -59,6 +64,11 @@ def _prepare_data(
     from monai_medspike.data.demo import make_demo_dataset
     from monai_medspike.data.splits import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 
+    if datalist and dataset_dir:
+        raise DataError(
+            f"both a datalist ({datalist}) and a release folder (--dataset_dir {dataset_dir}) are given: which one to "
+            "train and score on is ambiguous. Give one: --datalist None to use the folder, or drop --dataset_dir."
+        )
     if datalist:
         if not Path(datalist).is_file():
             raise DataError(
@@ -75,6 +85,11 @@ def _prepare_data(
         out = root / "data" / f"{dataset}-{tag}.json"
     else:
         source = root / "demo_data" / dataset
+        logger.warning(
+            "no --datalist or --dataset_dir given: using the built-in demo data of %s (synthetic images, under %s)",
+            dataset,
+            source,
+        )
         if not source.is_dir():
             make_demo_dataset(dataset, source, count=demo_count, seed=seed)
         # one datalist per set of options (e.g. binary and multi-class labels of the same demo volumes)
@@ -93,7 +108,11 @@ _VOLUME_SUFFIXES = (".nii.gz", ".nii")
 
 
 def input_files(
-    source: str | None, datalist_file: str | Callable[[], str], split: str = "test", dataset: str | None = None
+    source: str | None,
+    datalist_file: str | Callable[[], str],
+    split: str = "test",
+    dataset: str | None = None,
+    options: dict[str, Any] | None = None,
 ) -> list[dict[str, str]]:
     """The images an inference run reads: ``[{"image": path}, ...]``, each checked before any is segmented.
 
@@ -110,23 +129,27 @@ def input_files(
             the message ends the run (exit status 2) without a traceback.
     """
     try:
-        return _input_files(source, datalist_file, split, dataset)
+        return _input_files(source, datalist_file, split, dataset, options)
     except DataError as error:
         stop_command_line(error)
         raise
 
 
 def _input_files(
-    source: str | None, datalist_file: str | Callable[[], str], split: str, dataset: str | None
+    source: str | None,
+    datalist_file: str | Callable[[], str],
+    split: str,
+    dataset: str | None,
+    options: dict[str, Any] | None,
 ) -> list[dict[str, str]]:
     from monai_medspike.data.io import read_image, read_volume
     from monai_medspike.data.readers import by_name, get_reader
 
     if source is None:
-        from monai.data import load_decathlon_datalist
+        from monai_medspike.data.checks import load_datalist
 
         datalist_file = datalist_file() if callable(datalist_file) else datalist_file
-        return [{"image": e["image"]} for e in load_decathlon_datalist(datalist_file, data_list_key=split)]
+        return [{"image": e["image"]} for e in load_datalist(datalist_file, split, dataset, options, labels=False)]
     volume = dataset is not None and get_reader(dataset).kind == "volume"
     suffixes = _VOLUME_SUFFIXES if volume else _INPUT_SUFFIXES + (() if dataset else _VOLUME_SUFFIXES)
     kind = "NIfTI volume (.nii, .nii.gz)" if volume else "image (" + ", ".join(suffixes) + ")"

@@ -12,8 +12,10 @@ import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor, PILReader
 from monai.transforms import (
     AsDiscreted,
     Compose,
@@ -32,10 +34,12 @@ from monai.transforms import (
     SpatialPadd,
     SqueezeDimd,
 )
+from monai.utils import ImageMetaKey
 
+from monai_medspike.data.io import read_decoded
 from monai_medspike.data.readers import READERS, get_reader
 
-__all__ = ["DEFAULT_HU_WINDOW", "BinarizeLabeld", "EnsureChannelsd", "get_transforms"]
+__all__ = ["DEFAULT_HU_WINDOW", "BinarizeLabeld", "EnsureChannelsd", "LoadDecodedd", "get_transforms"]
 
 DEFAULT_HU_WINDOW = (-1350.0, 150.0)
 """Lung window (level -600, width 1500 HU) mapped to [0, 1]."""
@@ -76,12 +80,50 @@ class EnsureChannelsd(MapTransform):
         return d
 
 
+class LoadDecodedd(MapTransform):
+    """MONAI's ``LoadImaged`` for 2D files, decoded by kind as ``prepare`` reads them
+    (:func:`monai_medspike.data.io.read_decoded`): palette and CMYK images as RGB, 1-bit as 0/255, EXIF orientation
+    applied, alpha dropped, 16-bit refused; masks as 0/1 labels (or class indices) by
+    :data:`~monai_medspike.data.io.MASK_RULES`. Unlike ``LoadImaged``, a file that fails is not handed to another
+    reader: the :class:`~monai_medspike.data.DataError` naming it is raised.
+
+    The result is a ``MetaTensor`` in MONAI's axes (``(W, H[, C])``, as ``PILReader`` gives) with its metadata
+    (``filename_or_obj``, ``spatial_shape``), so inference writes masks in the orientation a viewer shows.
+
+    Args:
+        keys: the keys holding file paths.
+        role: ``"image"`` or ``"mask"``.
+        classes, num_classes: the label rule of masks.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        role: str = "image",
+        classes: str = "binary",
+        num_classes: int = 2,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if role not in ("image", "mask"):
+            raise ValueError(f"role must be 'image' or 'mask', got {role!r}.")
+        self.role, self.classes, self.num_classes = role, classes, int(num_classes)
+        self.reader = PILReader()
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            array, meta = read_decoded(d[key], self.role, self.classes, self.num_classes, self.reader.get_data)
+            meta[ImageMetaKey.FILENAME_OR_OBJ] = str(d[key])
+            d[key] = MetaTensor.ensure_torch_and_prune_meta(array.astype(np.float32), meta)
+        return d
+
+
 class BinarizeLabeld(MapTransform):
     """``label -> (max over channels > threshold)`` as a one-channel float {0, 1} label.
 
-    Masks stored as RGB (Kvasir JPEG) or with values {0, 255} / {0, 1} all become ``(1, *spatial)`` {0, 1}. A label
-    whose values all lie in [0, 1] (a 0/1 label map, as MONAI Label saves) is cut at 0.5 when ``threshold`` is
-    higher, so a 127 threshold meant for 0/255 JPEG masks does not erase it.
+    2D masks arrive as 0/1 already (decoded by kind, :data:`monai_medspike.data.io.MASK_RULES`); CT mask volumes are
+    cut at ``threshold``. A label whose values all lie in [0, 1] is cut at 0.5 when ``threshold`` is higher.
     """
 
     def __init__(self, keys: KeysCollection, threshold: float = 0.0, allow_missing_keys: bool = False) -> None:
@@ -166,10 +208,14 @@ def get_transforms(
 
     keys = ["image"] if mode == "infer" else ["image", "label"]
     interp = ("bilinear", "nearest")[: len(keys)]
-    chain: list = [
-        LoadImaged(keys, reader=(reader or "NibabelReader") if volume else "PILReader", image_only=True),
-        EnsureChannelFirstd(keys),
-    ]
+    if volume:
+        chain: list = [LoadImaged(keys, reader=reader or "NibabelReader", image_only=True)]
+    else:  # every image and mask decoded by kind, as prepare checked it (monai_medspike.data.io)
+        chain = [LoadDecodedd("image")]
+        if mode != "infer":
+            num_classes = len(info.label_names) if info.classes == classes else (one_hot or 256)
+            chain.append(LoadDecodedd("label", "mask", classes, num_classes))
+    chain.append(EnsureChannelFirstd(keys))
     if volume:
         chain += [
             Orientationd(keys, axcodes="RAS", labels=None),  # axial slices along the last axis
@@ -182,7 +228,7 @@ def get_transforms(
         ]
     if mode != "infer":
         if classes == "binary":
-            chain.append(BinarizeLabeld("label", info.label_threshold))
+            chain.append(BinarizeLabeld("label"))
         elif one_hot is not None:
             chain.append(AsDiscreted("label", to_onehot=one_hot))
         else:

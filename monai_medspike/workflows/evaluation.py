@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from monai.data import DataLoader, Dataset, load_decathlon_datalist
+from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator
 from monai.handlers import (
     HausdorffDistance,
@@ -28,6 +28,7 @@ from monai.handlers import (
 )
 
 from monai_medspike.checkpoints import CheckpointError, load_weights
+from monai_medspike.data.checks import load_datalist
 from monai_medspike.metrics import PerImageScore
 from monai_medspike.networks.utils import fold_for_inference
 from monai_medspike.utils import stop_command_line
@@ -120,6 +121,8 @@ class Evaluation:
         output_dir: the evaluation's folder.
         device, num_workers: where and with how many loader workers.
         empty_score: the per-image score of an image whose mask and prediction are both empty.
+        dataset, data_options: the reader whose label rules the datalist is checked by
+            (:func:`monai_medspike.data.checks.load_datalist`).
     """
 
     def __init__(
@@ -137,15 +140,15 @@ class Evaluation:
         split: str = "test",
         num_workers: int = 0,
         empty_score: float = 1.0,
+        dataset: str | None = None,
+        data_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.checkpoint = str(checkpoint)
         self.split = split
         self.empty_score = float(empty_score)
         self.label_names = list(label_names)
         self.output_dir = str(output_dir)
-        data = load_decathlon_datalist(datalist_file, data_list_key=split)
-        if not data:
-            raise ValueError(f"the {split!r} list of {datalist_file} is empty; choose another --eval_split.")
+        data = load_datalist(datalist_file, split, dataset, data_options)  # checked like a prepared one
         pair = from_engine(["pred", "label"])
         background = int(out_channels) == 1
         per_image = {

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset, load_decathlon_datalist
+from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import (
     EarlyStopHandler,
@@ -41,6 +41,7 @@ from monai_medspike.checkpoints import (
     save_atomic,
     warn_unrecorded,
 )
+from monai_medspike.data.checks import load_datalist
 from monai_medspike.distributed import is_main_process, run_stamp
 from monai_medspike.handlers import (
     BatchNormRecalibration,
@@ -273,7 +274,9 @@ class TwoPhaseTraining:
         if split not in self._loaders:
             data = self.lists[split]
             if data is None:
-                data = load_decathlon_datalist(self.datalist_file, data_list_key=split)
+                data_settings = self.settings["data"]
+                options = data_settings.get("data_options")
+                data = load_datalist(self.datalist_file, split, data_settings.get("dataset"), options)
             elif not data:  # no validation list of its own (MONAI Label with one study): validate on training
                 logger.warning("no validation data given; validating on the training data")
                 data = self.lists["training"]

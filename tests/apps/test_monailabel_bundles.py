@@ -24,6 +24,7 @@ from monai_medspike.apps.monailabel import (
     served_model,
 )
 from monai_medspike.bundle import shipped_bundles
+from monai_medspike.data.transforms import LoadDecodedd
 from tests.apps.studies import label_of, make_studies, read_config
 
 
@@ -144,7 +145,8 @@ def test_input_check_goes_right_after_channel_first_of_the_bundle_preprocessing(
     parser = read_config(resolve_models(name)[name])
     info = bundle_info(name, parser)
     chain = insert_input_check(parser.get_parsed_content("preprocessing").transforms, info)
-    assert [type(t) for t in chain[:3]] == [LoadImaged, EnsureChannelFirstd, CheckInputd]
+    loader = LoadImaged if name == "covid" else LoadDecodedd  # 2D files decoded by kind (palette, CMYK, EXIF)
+    assert [type(t) for t in chain[:3]] == [loader, EnsureChannelFirstd, CheckInputd]
     image = studies["chest0" if name == "covid" else "polyp0"]
     data = {"image": str(image)}
     for t in chain:  # the bundle's own preprocessing passes the check with the studies of its kind
@@ -152,7 +154,8 @@ def test_input_check_goes_right_after_channel_first_of_the_bundle_preprocessing(
     assert data["image"].shape[0] == info.in_channels
     wrong = studies["polyp0" if name == "covid" else "chest0"]
     data = {"image": str(wrong), "image_path": str(wrong)}
-    with pytest.raises(ValueError, match=rf"^{wrong}: the {name} model takes"):
+    refusal = f"the {name} model takes" if name == "covid" else "a volume, not a 2D image"  # 2D: refused when read
+    with pytest.raises(ValueError, match=rf"^{wrong}: {refusal}"):
         for t in chain[:3]:
             data = t(data)
     with pytest.raises(ValueError, match="no EnsureChannelFirstd"):

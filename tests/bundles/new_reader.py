@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from monai_medspike.data import DataError, DatasetReader, Loaded, Sample
-from monai_medspike.data.io import read_image
+from monai_medspike.data.io import read_image, read_mask
 
 
 class CystReader(DatasetReader):
@@ -32,10 +32,10 @@ class CystReader(DatasetReader):
         return samples, problems
 
     def load(self, sample: Sample) -> Loaded:
-        image, mask = read_image(sample.image), read_image(sample.masks[0], "L")
+        image, mask = read_image(sample.image), read_mask(sample.masks[0])  # 0/1 by the mask rules of its kind
         if image.shape[:2] != mask.shape[:2]:
             raise DataError(f"{sample.masks[0]}: not the size of {sample.image}.")
-        return Loaded((mask > 127).astype(np.uint8), image.shape[:2])
+        return Loaded(mask, image.shape[:2])
 
 
 def write_release(root: Path, count: int = 10, size: int = 80) -> Path:

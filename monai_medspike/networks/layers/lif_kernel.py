@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from monai_medspike.utils import cache_dir
+
 __all__ = [
     "DTYPES",
     "ENV_VAR",
@@ -96,11 +98,6 @@ def _flags() -> list[str]:
     ]
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "monai_medspike"
-
-
 def library_path(compiler: str) -> Path:
     """Where the library built by ``compiler`` with the current source and flags is cached."""
     try:
@@ -111,7 +108,7 @@ def library_path(compiler: str) -> Path:
     for part in (_SOURCE.read_bytes(), compiler.encode(), version.encode(), " ".join(_flags()).encode()):
         key.update(part)
         key.update(b"\0")
-    return _cache_dir() / f"lif_kernel-{key.hexdigest()[:16]}.so"
+    return cache_dir() / f"lif_kernel-{key.hexdigest()[:16]}.so"
 
 
 def _build(compiler: str, target: Path) -> None:
