@@ -19,6 +19,7 @@ state dict) still loads, with one warning.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -29,6 +30,8 @@ from typing import Any
 
 import torch
 
+from monai_medspike.errors import UserError
+from monai_medspike.runs import CHECKPOINT
 from monai_medspike.settings import SETTINGS
 
 __all__ = [
@@ -56,7 +59,7 @@ EXECUTION_ARGUMENTS = ("use_checkpoint", "channels_last", "precision", "attentio
 _MEDSPIKEFORMER = "monai_medspike.networks.nets.MedSpikeFormer"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be used as asked: unreadable, of another model or bundle, or contradicting the
     settings of the run (the message names the file, both values and what to do)."""
 
@@ -70,16 +73,36 @@ def save_atomic(obj: Any, path: str | Path) -> str:
 
     Returns:
         ``path`` as a string.
+
+    Raises:
+        UserError: the file could not be written (a full disk, no permission), saying that the file already there
+            (if any) is the previous, complete one, and for a run's resumable checkpoint how to resume.
     """
     path = Path(path)
+    try:
+        _save_atomic(obj, path)
+    except OSError as e:
+        if path.is_file():
+            kept = f"the {path.name} there is the previous one, complete"
+            if path.name == CHECKPOINT:
+                kept += f": free space, then resume with --resume_from {path.parent}"
+        else:
+            kept = "no earlier version of it exists"
+        raise UserError(f"{path}: not written ({e.strerror or e}); {kept}.") from e
+    return str(path)
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed mid-write
         with contextlib.suppress(OSError):
             stale.unlink()
+    buffer = io.BytesIO()  # serialised first: a failing write then raises the OSError itself, not torch's wrapper
+    torch.save(obj, buffer)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -93,7 +116,6 @@ def save_atomic(obj: Any, path: str | Path) -> str:
             os.fsync(folder)
         finally:
             os.close(folder)
-    return str(path)
 
 
 # ----------------------------------------------------------------------------------------------- writing

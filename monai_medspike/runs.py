@@ -3,30 +3,109 @@ evaluation and inference load by default, and the resumable checkpoint ``--resum
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from monai_medspike.distributed import is_main_process
+from monai_medspike.errors import UserError
 from monai_medspike.utils import check_flag
 
-__all__ = ["CHECKPOINT", "find_checkpoint", "newest_model", "require_checkpoint", "resolve_resume", "run_dir"]
+__all__ = [
+    "CHECKPOINT",
+    "check_writable",
+    "find_checkpoint",
+    "folder_lock",
+    "newest_model",
+    "require_checkpoint",
+    "resolve_resume",
+    "run_dir",
+]
+
+_held: dict[str, contextlib.ExitStack] = {}  # run folders this process writes, locked until it ends
 
 CHECKPOINT = "last.pt"
 """The resumable checkpoint of a run folder, written at the end of every epoch."""
 
 
 def run_dir(output_root: str, name: str, overwrite: bool = False) -> str:
-    """The output folder ``<output_root>/<name>`` of a run; nothing is created here.
+    """The output folder ``<output_root>/<name>`` of a run, checked before any work: ``output_root`` can be written
+    (:func:`check_writable`), no other run writes to the folder (it is locked for this process, :func:`folder_lock`),
+    and it holds no earlier run unless ``overwrite`` is True (a run never replaces an earlier run's outputs without
+    being told to). Only ``output_root`` and the lock file beside the folder are created here.
 
-    An existing non-empty folder is an error unless ``overwrite`` is True, so a run never replaces an earlier
-    run's outputs without being told to.
+    Raises:
+        UserError: an unwritable ``output_root``, a folder another run writes to, or an earlier run's folder.
     """
     folder = Path(output_root) / name
-    # in distributed training rank 0 checks; the others may already see rank 0's first files there
-    if is_main_process() and folder.is_dir() and any(folder.iterdir()) and not check_flag(overwrite, "overwrite"):
-        raise FileExistsError(
+    if not is_main_process():  # in distributed training rank 0 checks and holds the folder for every rank
+        return str(folder)
+    check_writable(Path(output_root), "output_root")
+    if str(folder) not in _held:
+        stack = contextlib.ExitStack()
+        stack.enter_context(folder_lock(folder, wait=False))
+        _held[str(folder)] = stack  # released when the process ends
+    if folder.is_dir() and any(folder.iterdir()) and not check_flag(overwrite, "overwrite"):
+        raise UserError(
             f"{folder} holds an earlier run; choose another --run_name, or pass --overwrite true to replace it."
         )
     return str(folder)
+
+
+def check_writable(folder: Path, argument: str = "output_root") -> None:
+    """Raise a :class:`UserError` naming ``--argument`` unless files can be created in ``folder`` (or, where it does
+    not exist yet, in its nearest existing parent): tried, not guessed from permission bits."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"--{argument} {folder}: {existing} is a file, not a folder; choose a folder.")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise UserError(
+            f"--{argument} {folder}: nothing can be written in {existing} ({e.strerror}); choose a writable folder."
+        ) from e
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, wait: bool = True) -> Iterator[None]:
+    """Hold ``<folder>.lock`` (an exclusive ``flock``, released when the holder ends, even killed) while writing
+    ``folder``.
+
+    Args:
+        wait: wait for another holder (the data a run prepares, which the next run reuses); False refuses at once
+            (two runs on one run folder).
+
+    Raises:
+        UserError: ``wait`` is False and another process holds the lock (naming it).
+    """
+    import fcntl
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(folder.parent / f".{folder.name}.lock", "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise UserError(
+                f"{folder}: another run ({holder}) is writing to it; wait for it to end, or give this run another "
+                "--run_name or --output_root."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
 
 
 def find_checkpoint(output_root: str, phase: str, filename: str = "model.pt") -> str | None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from monai_medspike.errors import UserError
 from monai_medspike.networks.nets.medspikeformer import LAYOUTS, PRECISIONS
 from monai_medspike.utils import check_flag
 
@@ -46,7 +47,7 @@ CONFIGS = ("train", "evaluate", "inference")
 """The configs a setting can appear in: ``train.json`` (and its overlays), ``evaluate.json``, ``inference.json``."""
 
 
-class SettingsError(ValueError):
+class SettingsError(UserError, ValueError):
     """A setting is unknown or has a value the bundle cannot use."""
 
 
@@ -100,6 +101,27 @@ class Choice(Rule):
         if value in self.choices and not isinstance(value, bool):
             return None
         return f"must be one of {', '.join('None' if c is None else str(c) for c in self.choices)}"
+
+
+class Device(Rule):
+    text = "`cpu`, `cuda` or `cuda:N` (a GPU that is visible)"
+
+    def __call__(self, value: Any) -> str | None:
+        import torch
+
+        try:
+            device = torch.device(value)
+        except (RuntimeError, TypeError):
+            return "must be a torch device: cpu, cuda or cuda:N"
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                return (
+                    "names a CUDA GPU, but none is visible here (torch.cuda.is_available() is False); leave --device "
+                    "out (the bundle takes a GPU when there is one) or give --device cpu"
+                )
+            if device.index is not None and device.index >= torch.cuda.device_count():
+                return f"names GPU {device.index}, but {torch.cuda.device_count()} are visible (cuda:0 ..)"
+        return None
 
 
 class Flag(Rule):
@@ -356,7 +378,7 @@ _DECLARED = (
     Setting("bundle_name", "run", None, "the bundle's name: bundle_root finds the bundle's folder by it, and every "
             "checkpoint records it", Text(optional=False), per_dataset=True),
     Setting("seed", "run", 0, "seed of the split and of the training", Whole(0), carried=True, fixed=True),
-    Setting("device", "run", _DEVICE, "where to run (CUDA when present)"),
+    Setting("device", "run", _DEVICE, "where to run (CUDA when present)", Device()),
     Setting("output_root", "run", "$@bundle_root + '/outputs'", "the folder of the runs"),
     Setting("ckpt_dir", "run", "$@bundle_root + '/models'", "where a finished training publishes its best student "
             "as model.pt (null: nowhere)"),

@@ -80,6 +80,10 @@ def test_the_bundles_ship_with_the_package_and_export_writes_one(tmp_path, capsy
     assert main(["export", "nope", str(tmp_path / "x")]) == 2
     assert f"the shipped bundles are: {', '.join(sorted(BUNDLES))}" in capsys.readouterr().err
     export_bundle("busi", folder, overwrite=True)
+    (tmp_path / "a-file").write_text("")
+    for extra in ([], ["--overwrite"]):  # a file is no bundle folder: --overwrite is not advised, and does not help
+        assert main(["export", "busi", str(tmp_path / "a-file"), *extra]) == 2
+        assert "is a file; a bundle is written as a folder" in capsys.readouterr().err
 
 
 def test_export_leaves_out_weights_a_local_training_published(tmp_path, monkeypatch):

@@ -88,7 +88,8 @@ def export_bundle(name: str, destination: str | Path, overwrite: bool = False) -
 
     Raises:
         ValueError: unknown bundle name, listing the shipped ones.
-        FileExistsError: ``destination`` exists and is not empty (unless ``overwrite``).
+        FileExistsError: ``destination`` exists and is not empty (unless ``overwrite``), or is a file (even with
+            ``overwrite``: a bundle is a folder).
     """
     import shutil
 
@@ -96,7 +97,9 @@ def export_bundle(name: str, destination: str | Path, overwrite: bool = False) -
     if source is None:
         raise ValueError(f"no bundle named {name!r}; the shipped bundles are: {', '.join(shipped_bundles())}.")
     destination = Path(destination)
-    if destination.exists() and (not destination.is_dir() or any(destination.iterdir())) and not overwrite:
+    if destination.exists() and not destination.is_dir():
+        raise FileExistsError(f"{destination} is a file; a bundle is written as a folder: give a folder's path.")
+    if destination.exists() and any(destination.iterdir()) and not overwrite:
         raise FileExistsError(f"{destination} exists and is not empty; choose another folder or pass --overwrite.")
     # the bundle as shipped: no runs, and no weights a local training published into models/
     ignore = shutil.ignore_patterns("outputs", "__pycache__", "*.pt", "*.ts", ".*.tmp")

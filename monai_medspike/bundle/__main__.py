@@ -76,4 +76,6 @@ def _sync(folder: str | None, check: bool) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from monai_medspike.errors import run_command
+
+    sys.exit(run_command(main))

@@ -23,7 +23,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from monai_medspike.compare.jobs import DAMAGED_RESULT
 from monai_medspike.compare.models import MODELS, jobs_for
+from monai_medspike.data.io import read_json
 
 __all__ = ["main", "plan_jobs"]
 
@@ -108,8 +110,13 @@ def _finished_jobs(out: Path) -> list[dict[str, Any]]:
     jobs = []
     for path in done:
         try:
-            jobs.append(json.loads(path.read_text())["job"])
-        except (json.JSONDecodeError, KeyError) as e:
+            jobs.append(
+                read_json(
+                    path,
+                    DAMAGED_RESULT,
+                )["job"]
+            )
+        except KeyError as e:
             raise ValueError(
                 f"{path} is not a finished job's result ({e}); remove it and run the comparison again."
             ) from None
@@ -171,10 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.report_only and not given_models:
             order = list(dict.fromkeys(name for job in finished for name in job["rows"].values()))
             if (out / "summary.json").is_file():  # the order of the run that trained the jobs
-                earlier = json.loads((out / "summary.json").read_text())
+                earlier = read_json(out / "summary.json", "remove it; the report is written again from the jobs.")
                 order = list(dict.fromkeys([*(m for m in earlier.get("models", {}) if m in order), *order]))
         if args.report_only and (out / "summary.json").is_file():  # the command that trained the jobs
-            command = json.loads((out / "summary.json").read_text()).get("info", {}).get("command", command)
+            summary = read_json(out / "summary.json", "remove it; the report is written again from the jobs.")
+            command = summary.get("info", {}).get("command", command)
         info = {"title": f"{Path(args.bundle).name}", "bundle": str(args.bundle), "command": command}
         write_report(out, info, order=order)
     except (ValueError, FileNotFoundError) as error:
@@ -185,4 +193,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from monai_medspike.errors import run_command
+
+    sys.exit(run_command(main))

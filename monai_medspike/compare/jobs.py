@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from monai_medspike.compare.models import MODELS
+from monai_medspike.data.io import read_json
 
 __all__ = ["SCORE_NAMES", "bundle_parser", "prepare_split", "run_job", "score_images"]
 
@@ -24,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 #: the per-image scores of the comparison (the paper's five and MONAI's HD95), at training and original size
 SCORE_NAMES = ("dice", "iou", "accuracy", "specificity", "sensitivity", "hd95")
+DAMAGED_RESULT = "it is damaged (an interrupted write?): remove it and run the comparison again to redo that job."
+"""What to do with a damaged ``result.json``."""
 _RESULT = "result.json"
 
 
@@ -222,7 +225,7 @@ def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
     folder = Path(job["folder"])
     done = folder / _RESULT
     if done.is_file():
-        return json.loads(done.read_text())["rows"]
+        return read_json(done, DAMAGED_RESULT)["rows"]
     base = MODELS[job["model"]]
     spec = replace(base, phase=job.get("phase", base.phase), rows=dict(job.get("rows", base.rows)))
     if job.get("threads"):

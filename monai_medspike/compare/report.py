@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monai_medspike.compare.jobs import SCORE_NAMES
+from monai_medspike.compare.jobs import DAMAGED_RESULT, SCORE_NAMES
 from monai_medspike.compare.stats import mean_std, paired_comparison
+from monai_medspike.data.io import read_json
 
 __all__ = ["collect", "markdown", "plot", "summarise", "write_report"]
 
@@ -23,7 +24,7 @@ def collect(runs: Path) -> tuple[list[dict[str, Any]], dict[str, dict[int, list[
     results: list[dict[str, Any]] = []
     images: dict[str, dict[int, list[dict[str, Any]]]] = {}
     for done in sorted(runs.glob("*/result.json")):
-        for row in json.loads(done.read_text())["rows"]:
+        for row in read_json(done, DAMAGED_RESULT)["rows"]:
             results.append(row)
             with (done.parent / f"{row['model']}.csv").open(newline="") as f:
                 per_image = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)]

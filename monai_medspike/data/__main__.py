@@ -134,4 +134,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from monai_medspike.errors import run_command
+
+    sys.exit(run_command(main))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -20,6 +21,7 @@ __all__ = [
     "mask_label",
     "read_decoded",
     "read_image",
+    "read_json",
     "read_mask",
     "read_volume",
     "volume_header",
@@ -29,6 +31,17 @@ __all__ = [
 _DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 # float32 copies of a volume that reading, orienting and scaling it for inference hold at once
 _VOLUME_COPIES = 4
+
+
+def read_json(path: Path, fix: str) -> Any:
+    """The JSON content of ``path``; a missing, unreadable or damaged file raises a :class:`DataError` naming it and
+    saying ``fix`` (what to do)."""
+    path = Path(path)
+    check_exists(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: cannot be read as JSON ({e}); {fix}") from e
 
 
 def check_exists(path: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from monai_medspike.data.errors import DataError
 from monai_medspike.distributed import main_process_first
+from monai_medspike.runs import check_writable, folder_lock
 from monai_medspike.utils import stop_command_line
 
 __all__ = ["input_files", "prepare_data"]
@@ -43,9 +44,18 @@ def prepare_data(
             hide a release folder given on the command line); a missing datalist.
     """
     arguments = (output_root, dataset, dataset_dir, datalist, seed, demo_count)
+
+    def prepare_once() -> str:
+        if datalist:
+            return _prepare_data(*arguments, **options)
+        check_writable(Path(output_root), "output_root")  # before any data is generated or prepared there
+        # two runs on one output_root: the second waits for the first's data, then reuses it
+        with folder_lock(Path(output_root) / "data-preparation"):
+            return _prepare_data(*arguments, **options)
+
     try:
         # rank 0 writes the data and the datalist, the others wait and read them
-        return main_process_first(lambda: _prepare_data(*arguments, **options))
+        return main_process_first(prepare_once)
     except DataError as error:
         stop_command_line(error)
         raise

@@ -23,12 +23,12 @@ from monai.handlers import (
     MeanDice,
     MeanIoUHandler,
     MetricsSaver,
-    StatsHandler,
     from_engine,
 )
 
 from monai_medspike.checkpoints import CheckpointError, load_weights
 from monai_medspike.data.checks import load_datalist
+from monai_medspike.handlers import StatsHandler
 from monai_medspike.metrics import PerImageScore
 from monai_medspike.networks.utils import fold_for_inference
 from monai_medspike.utils import stop_command_line

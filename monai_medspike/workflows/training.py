@@ -25,7 +25,6 @@ from monai.handlers import (
     LrScheduleHandler,
     MeanDice,
     MeanIoUHandler,
-    StatsHandler,
     TensorBoardImageHandler,
     TensorBoardStatsHandler,
     ValidationHandler,
@@ -43,12 +42,14 @@ from monai_medspike.checkpoints import (
 )
 from monai_medspike.data.checks import load_datalist
 from monai_medspike.distributed import is_main_process, run_stamp
+from monai_medspike.errors import UserError
 from monai_medspike.handlers import (
     BatchNormRecalibration,
     BestModelSaver,
     DivergenceGuard,
     FiringRateHandler,
     ResumableCheckpoint,
+    StatsHandler,
     TeacherLoader,
 )
 from monai_medspike.losses import DistributionAlignmentLoss, SegmentationAlignmentLoss
@@ -260,6 +261,7 @@ class TwoPhaseTraining:
         #: ``best_val_dice`` and ``best_epoch``
         self.history: dict[str, dict[str, float]] = {}
         self._loaders: dict[str, DataLoader] = {}
+        self._current: str | None = None  # the run folder of the phase being trained
 
     def record(self, name: str) -> dict[str, Any]:
         """The record of phase ``name``'s network and of this run's settings, saved with its checkpoints."""
@@ -499,12 +501,24 @@ class TwoPhaseTraining:
         """
         try:
             return self._run()
+        except KeyboardInterrupt:
+            raise UserError(self._interrupted()) from None
         except (CheckpointError, SettingsError, FileNotFoundError) as error:
             stop_command_line(error)
             raise
         except FloatingPointError as error:  # DivergenceError, or a non-finite network at validation
             stop_command_line(error, status=1)
             raise
+
+    def _interrupted(self) -> str:
+        """What an interrupted run says: where to resume, or that nothing can be."""
+        folder = self._current
+        if folder is not None and (Path(folder) / CHECKPOINT).is_file():
+            return (
+                f"interrupted (Ctrl-C); {Path(folder) / CHECKPOINT} holds the last finished epoch: resume with "
+                f"--resume_from {folder}"
+            )
+        return "interrupted (Ctrl-C) before an epoch of this run ended: nothing to resume; run the training again."
 
     def _resume_point(self) -> tuple[Path | None, dict | None]:
         resume = resolve_resume(self.run_settings["resume_from"])
@@ -562,6 +576,7 @@ class TwoPhaseTraining:
                 else:
                     phase = self.build_phase(name)
             logger.info("training the %s in %s", name, phase.output_dir)
+            self._current = phase.output_dir
             phase.trainer.run()
             folders[name] = phase.output_dir
             self.history[name] = {

@@ -11,6 +11,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from monai_medspike.data import prepare_data
+from monai_medspike.errors import UserError
 from monai_medspike.runs import run_dir
 from monai_medspike.utils import check_flag
 from monai_medspike.workflows.evaluation import write_summary
@@ -120,7 +121,7 @@ def test_flags_read_command_line_words_as_meant():
 def test_overwrite_false_from_the_command_line_keeps_an_earlier_run(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "model.pt").write_bytes(b"earlier")
-    with pytest.raises(FileExistsError, match="--overwrite true"):
+    with pytest.raises(UserError, match="--overwrite true"):
         run_dir(str(tmp_path), "run", "false")
     assert run_dir(str(tmp_path), "run", "true") == str(tmp_path / "run")
     assert (tmp_path / "run" / "model.pt").read_bytes() == b"earlier"  # run_dir itself never deletes
