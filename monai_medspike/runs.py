@@ -25,29 +25,23 @@ __all__ = [
     "run_dir",
 ]
 
-_held: dict[str, contextlib.ExitStack] = {}  # run folders this process writes, locked until it ends
-
 CHECKPOINT = "last.pt"
 """The resumable checkpoint of a run folder, written at the end of every epoch."""
 
 
 def run_dir(output_root: str, name: str, overwrite: bool = False) -> str:
     """The output folder ``<output_root>/<name>`` of a run, checked before any work: ``output_root`` can be written
-    (:func:`check_writable`), no other run writes to the folder (it is locked for this process, :func:`folder_lock`),
-    and it holds no earlier run unless ``overwrite`` is True (a run never replaces an earlier run's outputs without
-    being told to). Only ``output_root`` and the lock file beside the folder are created here.
+    (:func:`check_writable`) and the folder holds no earlier run unless ``overwrite`` is True (a run never replaces
+    an earlier run's outputs without being told to). Nothing is created here. (A training holds the folder's
+    :func:`folder_lock` while it trains.)
 
     Raises:
-        UserError: an unwritable ``output_root``, a folder another run writes to, or an earlier run's folder.
+        UserError: an unwritable ``output_root`` or an earlier run's folder.
     """
     folder = Path(output_root) / name
-    if not is_main_process():  # in distributed training rank 0 checks and holds the folder for every rank
+    if not is_main_process():  # in distributed training rank 0 checks for every rank
         return str(folder)
     check_writable(Path(output_root), "output_root")
-    if str(folder) not in _held:
-        stack = contextlib.ExitStack()
-        stack.enter_context(folder_lock(folder, wait=False))
-        _held[str(folder)] = stack  # released when the process ends
     if folder.is_dir() and any(folder.iterdir()) and not check_flag(overwrite, "overwrite"):
         raise UserError(
             f"{folder} holds an earlier run; choose another --run_name, or pass --overwrite true to replace it."

@@ -17,7 +17,7 @@ from PIL import Image
 from monai_medspike.checkpoints import save_atomic
 from monai_medspike.data import DataError
 from monai_medspike.errors import UserError, run_command, stray_arguments, user_message
-from monai_medspike.runs import folder_lock, run_dir
+from monai_medspike.runs import folder_lock
 from tests.bundles.helpers import REPO, bundle, run_folder
 
 KVASIR = REPO / "bundles" / "kvasir" / "configs" / "train.json"
@@ -123,19 +123,28 @@ def test_a_failed_checkpoint_write_says_what_is_intact(tmp_path, monkeypatch):
 
 
 def test_two_runs_on_one_folder_are_refused_naming_the_other(tmp_path):
+    folder = tmp_path / "out" / "first"
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from monai_medspike.runs import folder_lock\n"
-         f"with folder_lock({str(tmp_path / 'run')!r}, wait=False):\n print('held', flush=True); time.sleep(60)"],
+         f"with folder_lock({str(folder)!r}, wait=False):\n print('held', flush=True); time.sleep(120)"],
         stdout=subprocess.PIPE, text=True, cwd=REPO,
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(UserError, match=rf"run: another run \(pid {holder.pid} on .*\) is writing to it"):
-            run_dir(str(tmp_path), "run")
+        with pytest.raises(UserError, match=rf"first: another run \(pid {holder.pid} on .*\) is writing to it"):
+            with folder_lock(folder, wait=False):
+                pass
+        # a training on that folder stops at once, naming the other run
+        proc = bundle("run", "training", "--config_file", str(KVASIR), "--output_root", str(tmp_path / "out"),
+                      "--run_name", "first", "--phase", "teacher", "--epochs", "1", "--image_size", "[32, 32]",
+                      check=False)  # fmt: skip
+        _one_line(proc, f"{folder}: another run (pid {holder.pid} on")
+        assert not (folder / "last.pt").exists()
     finally:
         holder.kill()
         holder.wait()
-    assert run_dir(str(tmp_path), "run") == str(tmp_path / "run")  # free again once the other ended
+    with folder_lock(folder, wait=False):  # free again once the other ended
+        pass
     with folder_lock(tmp_path / "shared"):  # waiting locks (data preparation) are taken in turn
         start = time.monotonic()
     assert time.monotonic() - start < 5

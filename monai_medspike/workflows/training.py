@@ -12,6 +12,7 @@ import logging
 import pickle
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ from monai_medspike.handlers import (
     TeacherLoader,
 )
 from monai_medspike.losses import DistributionAlignmentLoss, SegmentationAlignmentLoss
-from monai_medspike.runs import CHECKPOINT, find_checkpoint, resolve_resume, run_dir
+from monai_medspike.runs import CHECKPOINT, find_checkpoint, folder_lock, resolve_resume, run_dir
 from monai_medspike.settings import SETTINGS, SettingsError, complete_group
 from monai_medspike.utils import stop_command_line
 
@@ -577,7 +578,8 @@ class TwoPhaseTraining:
                     phase = self.build_phase(name)
             logger.info("training the %s in %s", name, phase.output_dir)
             self._current = phase.output_dir
-            phase.trainer.run()
+            with folder_lock(Path(phase.output_dir), wait=False) if is_main_process() else nullcontext():
+                phase.trainer.run()  # a second run on this folder (started at the same second) is refused
             folders[name] = phase.output_dir
             self.history[name] = {
                 "seconds": float(phase.trainer.state.times.get("COMPLETED") or 0.0),
