@@ -8,7 +8,7 @@ written unless ``--save`` is given.
 
 Usage::
 
-    python -m monai_medspike.quickstart [--steps 40] [--size 64] [--batch-size 4] [--time-steps 4] [--device cpu]
+    python -m monai_medspike.quickstart [--steps 40] [--size 64] [--batch_size 4] [--time_steps 4] [--device cpu]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from monai.utils import set_determinism
 
 from monai_medspike.losses import SegmentationAlignmentLoss
 from monai_medspike.networks.nets import DistributionAlignmentNet, MedSpikeFormer
+from monai_medspike.utils import command_arguments
 
 __all__ = ["main", "make_blobs"]
 
@@ -92,15 +93,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(prog="python -m monai_medspike.quickstart", description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=40, help="training steps per phase (default 40)")
     parser.add_argument("--size", type=int, default=64, help="image side, a multiple of 16 (default 64)")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--time-steps", type=int, default=4, help="spiking time steps T (default 4)")
+    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--time_steps", type=int, default=4, help="spiking time steps T (default 4)")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--save", type=Path, default=None, help="write the student's state_dict to this file")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(command_arguments(argv))
     if args.steps < 1 or args.batch_size < 1:
-        parser.error("--steps and --batch-size must be >= 1")
+        parser.error("--steps and --batch_size must be >= 1")
     if args.size < 16 or args.size % 16:
         parser.error(f"--size must be a multiple of 16, got {args.size}")
     if args.save is not None and not args.save.parent.is_dir():

@@ -17,6 +17,7 @@ __all__ = [
     "KEEP_FREED_MEMORY_ENV",
     "bundle_command_line",
     "cache_dir",
+    "command_arguments",
     "check_flag",
     "first_cause",
     "keep_freed_memory",
@@ -92,6 +93,18 @@ def bundle_command_line(argv: Sequence[str] | None = None) -> tuple[str | None, 
     if isinstance(files, str):
         files = json.loads(files.replace("'", '"')) if files.strip().startswith("[") else files.split(",")
     return command, [str(f).strip() for f in files], overrides
+
+
+def command_arguments(argv: Sequence[str] | None = None) -> list[str]:
+    """The arguments of one of the package's commands (``argv`` defaults to ``sys.argv[1:]``) with every option
+    spelt as the bundles spell them: ``--skip-bad`` becomes ``--skip_bad`` (the older spellings stay accepted)."""
+    out = []
+    for arg in sys.argv[1:] if argv is None else argv:
+        if arg.startswith("--") and len(arg) > 2:
+            name, eq, value = arg[2:].partition("=")
+            arg = "--" + name.replace("-", "_") + eq + value
+        out.append(arg)
+    return out
 
 
 def running_bundle_cli(argv: Sequence[str] | None = None) -> bool:

@@ -21,7 +21,7 @@ def test_blobs_are_deterministic_and_masks_match_bright_regions():
 @pytest.mark.slow
 def test_quickstart_trains_both_phases_and_saves_a_loadable_student(tmp_path):
     out = tmp_path / "student.pt"
-    results = main(["--steps", "2", "--size", "32", "--batch-size", "2", "--time-steps", "2", "--save", str(out)])
+    results = main(["--steps", "2", "--size", "32", "--batch_size", "2", "--time_steps", "2", "--save", str(out)])
     assert all(math.isfinite(v) for v in results.values())
     assert 0.0 <= results["student_val_dice"] <= 1.0
     net = MedSpikeFormer(in_channels=1, out_channels=1, time_steps=2)

@@ -106,3 +106,12 @@ def test_keep_freed_memory_reads_command_line_words():
         assert keep_freed_memory(word) is False
     with pytest.raises(ValueError, match="keep_freed_memory must be true or false, got 'maybe'"):
         keep_freed_memory("maybe")
+
+
+def test_every_command_takes_the_bundles_spelling_and_the_older_one():
+    from monai_medspike.utils import command_arguments
+
+    argv = ["prepare", "busi", "--skip-bad", "--val-fraction=0.1", "--exclude_normal", "-v", "--set", "a-b=1"]
+    assert command_arguments(argv) == [
+        "prepare", "busi", "--skip_bad", "--val_fraction=0.1", "--exclude_normal", "-v", "--set", "a-b=1",
+    ]  # fmt: skip

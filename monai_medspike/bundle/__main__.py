@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from monai_medspike.bundle import META_SCHEMA, export_bundle, shipped_bundles
+from monai_medspike.utils import command_arguments
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sync = sub.add_parser("sync", help="generate the configs of the bundles from their dataset records")
     sync.add_argument("--check", action="store_true", help="change nothing; exit 1 naming the files that differ")
     sync.add_argument("--bundles", help="the folder holding the bundles (default: the checkout's bundles/)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(command_arguments(argv))
     if args.command == "sync":
         return _sync(args.bundles, args.check)
     if args.command == "schema":

@@ -26,6 +26,7 @@ from typing import Any
 from monai_medspike.compare.jobs import DAMAGED_RESULT
 from monai_medspike.compare.models import MODELS, jobs_for
 from monai_medspike.data.io import read_json
+from monai_medspike.utils import command_arguments
 
 __all__ = ["main", "plan_jobs"]
 
@@ -131,7 +132,7 @@ def _run(job: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(command_arguments(argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from monai_medspike.compare.jobs import prepare_split
     from monai_medspike.compare.report import write_report

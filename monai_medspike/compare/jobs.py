@@ -76,7 +76,7 @@ def prepare_split(
 
     The split is the bundle's: ``datalist`` as given, a release folder's datalist prepared with ``seed``, or the
     built-in demo data. ``test_datalist`` replaces its test list by the ``test`` list of another datalist (an
-    external test set, e.g. written by ``python -m monai_medspike.data prepare ... --test-fraction 1``). An
+    external test set, e.g. written by ``python -m monai_medspike.data prepare ... --test_fraction 1``). An
     existing ``datalist.json`` is kept, so that a resumed comparison scores the same images.
     """
     from monai.data import load_decathlon_datalist

@@ -13,7 +13,7 @@ from .errors import DataError
 from .readers import READERS, DatasetReader, Loaded, Sample, get_reader
 from .sources import input_files, prepare_data
 from .splits import SPLITS, split_groups
-from .transforms import DEFAULT_HU_WINDOW, BinarizeLabeld, EnsureChannelsd, get_transforms
+from .transforms import DEFAULT_HU_WINDOW, BinarizeLabeld, EnsureChannelsd, array_size, get_transforms
 
 __all__ = [
     "DEFAULT_HU_WINDOW",
@@ -27,6 +27,7 @@ __all__ = [
     "EnsureChannelsd",
     "Loaded",
     "Sample",
+    "array_size",
     "get_reader",
     "get_transforms",
     "input_files",

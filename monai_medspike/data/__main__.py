@@ -21,6 +21,7 @@ from monai_medspike.data.demo import DEMO_DATASETS
 from monai_medspike.data.errors import DataError
 from monai_medspike.data.readers import READERS
 from monai_medspike.data.splits import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
+from monai_medspike.utils import command_arguments
 
 __all__ = ["main"]
 
@@ -67,22 +68,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--root", type=Path, required=True, help="the dataset folder as released")
     p.add_argument("--out", type=Path, required=True, help="the datalist JSON to write")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION, help="validation share (default 0.2)")
     p.add_argument(
-        "--test-fraction", type=float, default=DEFAULT_TEST_FRACTION,
-        help="test share (default 0.2); 1 with --val-fraction 0 writes a test-only datalist (an external test set)",
+        "--val_fraction",
+        "--val-fraction",
+        type=float,
+        default=DEFAULT_VAL_FRACTION,
+        help="validation share (default 0.2)",
+    )
+    p.add_argument(
+        "--test_fraction", type=float, default=DEFAULT_TEST_FRACTION,
+        help="test share (default 0.2); 1 with --val_fraction 0 writes a test-only datalist (an external test set)",
     )  # fmt: skip
     p.add_argument("--protocol", choices=PROTOCOLS, default="default", help="'original': the paper's test share")
-    p.add_argument("--skip-bad", action="store_true", help="leave out and list bad pairs instead of stopping")
+    p.add_argument("--skip_bad", action="store_true", help="leave out and list bad pairs instead of stopping")
     p.add_argument("--overwrite", action="store_true", help="replace an existing datalist")
-    p.add_argument("--exclude-normal", action="store_true", default=None, help="busi: leave out 'normal' images")
+    p.add_argument(
+        "--exclude_normal",
+        "--exclude-normal",
+        action="store_true",
+        default=None,
+        help="busi: leave out 'normal' images",
+    )
     p.add_argument("--classes", choices=("binary", "multiclass"), default=None, help="covid, covid_ct")
-    p.add_argument("--image-dir", default=None, help="covid_ct: folder of the volumes (default 'ct')")
-    p.add_argument("--mask-dir", default=None, help="covid_ct: folder of the masks (default 'infection_mask')")
-    p.add_argument("--no-outline", action="store_true", default=None, help="monuseg: polygon outline is background")
+    p.add_argument("--image_dir", default=None, help="covid_ct: folder of the volumes (default 'ct')")
+    p.add_argument("--mask_dir", default=None, help="covid_ct: folder of the masks (default 'infection_mask')")
+    p.add_argument("--no_outline", action="store_true", default=None, help="monuseg: polygon outline is background")
     p.add_argument("--overlap", choices=("last", "zero"), default=None, help="monuseg: overlapping nuclei")
     p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="folder: image channels (default 3)")
-    p.add_argument("--label-threshold", type=float, default=None, help="folder: mask > it is foreground (default 0)")
 
     d = sub.add_parser("demo", help="write a small synthetic dataset in the release layout")
     d.add_argument("dataset", choices=[*DEMO_DATASETS, "all"])
@@ -90,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("--count", type=int, default=None, help="number of images / volumes (default per dataset)")
     d.add_argument("--seed", type=int, default=0)
 
-    args = parser.parse_args(argv)
+    args = parser.parse_args(command_arguments(argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         if args.command == "demo":
@@ -111,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if value is None:
                 continue
             if args.dataset not in datasets:
-                parser.error(f"--{option.replace('_', '-')} applies to {', '.join(datasets)} only")
+                parser.error(f"--{option} applies to {', '.join(datasets)} only")
             options[keyword] = not value if option in ("exclude_normal", "no_outline") else value
         summary = prepare(
             args.dataset,

@@ -175,7 +175,7 @@ def prepare(
         shown = "\n  ".join(bad[:20])
         raise DataError(
             f"{root}: {len(bad)} unpaired file(s):\n  {shown}{chr(10) + '  ...' if len(bad) > 20 else ''}\n"
-            "Fix the release, or run prepare with --skip-bad to leave them out."
+            "Fix the release, or run prepare with --skip_bad to leave them out."
         )
     if not samples:
         raise DataError(f"{root}: no {dataset} image/mask pairs found.")

@@ -170,7 +170,7 @@ def mask_label(
         if found.min() < 0 or found.max() >= num_classes or np.any(found != np.round(found)):
             raise DataError(
                 f"{path}: a multi-class mask must hold the class indices 0..{num_classes - 1}, found {shown}. Fix the "
-                "mask (a palette PNG is read as its indices), or run prepare with --skip-bad to leave it out."
+                "mask (a palette PNG is read as its indices), or run prepare with --skip_bad to leave it out."
             )
         return values.astype(np.uint8)
     if lossy:
@@ -189,7 +189,7 @@ def mask_label(
     if not (set(found.tolist()) <= {0, 1} or set(found.tolist()) <= {0, 255}):
         raise DataError(
             f"{path}: a binary mask must hold 0 and 255 (or 0 and 1), found {shown}. Fix the mask (one foreground "
-            "value), or run prepare with --skip-bad to leave it out."
+            "value), or run prepare with --skip_bad to leave it out."
         )
     return (values > 0).astype(np.uint8)
 
@@ -225,7 +225,7 @@ def read_decoded(
             ) from e
         raise DataError(
             f"{path}: cannot be read as an image ({type(e).__name__}: {e}). The file is corrupt or truncated: "
-            "download it again, remove the pair, or run prepare with --skip-bad."
+            "download it again, remove the pair, or run prepare with --skip_bad."
         ) from e
 
 
@@ -265,7 +265,7 @@ def volume_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     except Exception as e:  # nibabel raises many types (ImageFileError, EOFError, zlib.error, ...)
         raise DataError(
             f"{path}: cannot be read as a NIfTI volume ({type(e).__name__}: {e}). Download it again, remove the "
-            "case, or run prepare with --skip-bad."
+            "case, or run prepare with --skip_bad."
         ) from e
     shape = tuple(int(s) for s in img.shape)
     if len(shape) < 3 or min(shape[:3]) == 0:
@@ -305,12 +305,12 @@ def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     except Exception as e:  # nibabel raises many types (ImageFileError, EOFError, zlib.error, ...)
         raise DataError(
             f"{path}: cannot be read as a NIfTI volume ({type(e).__name__}: {e}). Download it again, remove the "
-            "case, or run prepare with --skip-bad."
+            "case, or run prepare with --skip_bad."
         ) from e
     if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         bad = int(data.size - np.isfinite(data).sum())
         raise DataError(
             f"{path}: {bad} voxel(s) are NaN or infinite; a CT volume must hold finite values (Hounsfield units). "
-            "Fix or replace the volume, or run prepare with --skip-bad to leave the case out."
+            "Fix or replace the volume, or run prepare with --skip_bad to leave the case out."
         )
     return data, np.asarray(img.affine, dtype=np.float64), shape

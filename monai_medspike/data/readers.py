@@ -458,7 +458,7 @@ class CovidCTReader(DatasetReader):
             raise DataError(
                 f"{sample.masks[0]}: a multi-class mask must hold the class indices 0..{len(self.LABEL_NAMES) - 1} "
                 f"({', '.join(self.LABEL_NAMES)}), found {sorted(values.tolist())[:8]}. Fix the mask, use --classes "
-                "binary (any value > 0 is infection), or run prepare with --skip-bad."
+                "binary (any value > 0 is infection), or run prepare with --skip_bad."
             )
         label = (mask > 0).astype(np.uint8) if self.classes == "binary" else mask.astype(np.uint8)
         return Loaded(label, image_shape[:3])

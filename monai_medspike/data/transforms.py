@@ -39,12 +39,20 @@ from monai.utils import ImageMetaKey
 from monai_medspike.data.io import read_decoded
 from monai_medspike.data.readers import READERS, get_reader
 
-__all__ = ["DEFAULT_HU_WINDOW", "BinarizeLabeld", "EnsureChannelsd", "LoadDecodedd", "get_transforms"]
+__all__ = ["DEFAULT_HU_WINDOW", "BinarizeLabeld", "EnsureChannelsd", "LoadDecodedd", "array_size", "get_transforms"]
 
 DEFAULT_HU_WINDOW = (-1350.0, 150.0)
 """Lung window (level -600, width 1500 HU) mapped to [0, 1]."""
 
 MODES = ("train", "eval", "infer")
+
+
+def array_size(image_size: Sequence[int]) -> tuple[int, int]:
+    """MONAI's array axes of an image size ``(height, width)``: ``(width, height)``, the order of the arrays of
+    MONAI's Pillow reader (and ``(X, Y)`` of a RAS CT slice). Every size a user gives (``--image_size``) is
+    ``(height, width)``; the transforms and inferers convert it here, in one place."""
+    height, width = (int(s) for s in image_size)
+    return width, height
 
 
 class EnsureChannelsd(MapTransform):
@@ -160,8 +168,10 @@ def get_transforms(
         dataset: one of ``isic2018, kvasir, busi, monuseg, covid, covid_ct``.
         mode: ``"train"`` (random slices / augmentation), ``"eval"`` (image and label, deterministic) or
             ``"infer"`` (image only).
-        spatial_size: training size in MONAI's array axes: ``(width, height)`` for 2D images read by Pillow,
-            ``(X, Y)`` for CT volumes (resized in-plane; the slices are kept).
+        spatial_size: the training size ``(height, width)``, as the bundles' ``image_size`` (for CT volumes the
+            in-plane size of an axial slice as a viewer shows it: ``(Y, X)``; the slices are kept). MONAI's arrays
+            put the width first (Pillow's ``(W, H)``, RAS ``(X, Y)``): the transforms resize to
+            :func:`array_size` of it.
         classes: ``"binary"`` (label binarised to {0, 1}) or ``"multiclass"`` (label values are class indices).
         augment_prob: probability of each augmentation in ``"train"`` mode (0 disables augmentation).
         hu_window: ``(min, max)`` Hounsfield window mapped to [0, 1] for CT volumes.
@@ -190,9 +200,9 @@ def get_transforms(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
     if classes not in ("binary", "multiclass"):
         raise ValueError(f"classes must be 'binary' or 'multiclass', got {classes!r}.")
-    spatial_size = tuple(int(s) for s in spatial_size)
-    if len(spatial_size) != 2 or min(spatial_size) < 1:
-        raise ValueError(f"spatial_size must have two sizes, got {spatial_size}.")
+    if len(tuple(spatial_size)) != 2 or min(int(s) for s in spatial_size) < 1:
+        raise ValueError(f"spatial_size must be (height, width), got {tuple(spatial_size)}.")
+    spatial_size = array_size(spatial_size)  # from here on in MONAI's array axes
     if not 0.0 <= augment_prob <= 1.0:
         raise ValueError(f"augment_prob must be in [0, 1], got {augment_prob}.")
     if one_hot is not None and (classes != "multiclass" or one_hot < 2):

@@ -36,6 +36,7 @@ from monai_medspike.energy.report import (
 )
 from monai_medspike.metrics.spiking import E_AC, E_MAC
 from monai_medspike.networks.nets.medspikeformer import LAYOUTS
+from monai_medspike.utils import command_arguments
 
 __all__ = ["main"]
 
@@ -60,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(command_arguments(argv))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         from monai.networks.nets import BasicUNet, SegResNet, UNet
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": parser.get_parsed_content("dataset"),
         "layout": layout,
         "images": int(images.shape[0]),
-        "image_size": list(images.shape[2:]),
+        "image_size": list(images.shape[2:])[::-1],  # (height, width) of MONAI's (W, H) arrays
         "checkpoint": student_ckpt,
         "teacher_checkpoint": teacher_ckpt,
         "e_mac": args.e_mac,

@@ -58,15 +58,16 @@ def bundle_images(parser: Any, count: int, split: str = "validation") -> torch.T
     Volumes give evenly spaced axial slices (the middle 80 %); images larger than ``image_size`` (no resizing, e.g.
     MoNuSeg) are centre-cropped to it.
     """
-    from monai.data import load_decathlon_datalist
     from monai.transforms import ResizeWithPadOrCrop
+
+    from monai_medspike.data import array_size
+    from monai_medspike.data.checks import load_datalist
 
     if count < 1:
         raise ValueError(f"--images must be >= 1, got {count}.")
-    size = tuple(parser.get_parsed_content("image_size"))
-    entries = load_decathlon_datalist(parser.get_parsed_content("datalist_file"), data_list_key=split)
-    if not entries:
-        raise ValueError(f"the {split} split of the bundle's datalist is empty.")
+    size = array_size(parser.get_parsed_content("image_size"))  # (height, width) -> MONAI's array axes
+    dataset, options = parser.get_parsed_content("dataset"), parser.get_parsed_content("data_options")
+    entries = load_datalist(parser.get_parsed_content("datalist_file"), split, dataset, options)
     transforms = parser.get_parsed_content("val_transforms")
     crop = ResizeWithPadOrCrop(size)
     images: list[torch.Tensor] = []

@@ -6,6 +6,7 @@ from .batch_norm import BatchNormRecalibration, recalibrate_batch_norm
 from .checkpoint import BestModelSaver, ResumableCheckpoint, all_finite, save_atomic
 from .divergence import DivergenceError, DivergenceGuard
 from .firing_rate import FiringRateHandler, neuron_groups
+from .progress import ProgressLog
 from .stats import StatsHandler
 from .teacher import TeacherLoader
 
@@ -15,6 +16,7 @@ __all__ = [
     "DivergenceError",
     "DivergenceGuard",
     "FiringRateHandler",
+    "ProgressLog",
     "ResumableCheckpoint",
     "StatsHandler",
     "TeacherLoader",

@@ -4,7 +4,7 @@ inference, their inferer and post-processing, and the check of a run's settings.
 from __future__ import annotations
 
 from .command_line import check_command_line, check_overrides
-from .components import get_infer_postprocessing, get_inferer, get_postprocessing
+from .components import get_infer_postprocessing, get_inferer, get_postprocessing, written_mask
 from .evaluation import PER_IMAGE_SCORES, Evaluation, Inference
 from .training import (
     CACHES,
@@ -36,4 +36,5 @@ __all__ = [
     "publish_model",
     "train_scalars",
     "trained_epochs",
+    "written_mask",
 ]

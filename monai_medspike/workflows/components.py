@@ -17,7 +17,7 @@ from monai.transforms import (
     SqueezeDimd,
 )
 
-from monai_medspike.data import get_reader
+from monai_medspike.data import array_size, get_reader
 
 __all__ = ["get_infer_postprocessing", "get_inferer", "get_postprocessing", "written_mask"]
 
@@ -29,7 +29,7 @@ def get_inferer(dataset: str, image_size: Sequence[int], resize: bool = True, sw
     - 2D images resized to ``image_size`` for training (``resize=True``): ``SimpleInferer``;
     - 2D images kept at native resolution (``resize=False``): ``SlidingWindowInferer`` with ``image_size`` windows.
     """
-    roi = tuple(int(s) for s in image_size)
+    roi = array_size(image_size)  # (height, width) -> MONAI's array axes
     if get_reader(dataset).kind == "volume":
         return SliceInferer(roi_size=roi, spatial_dim=2, sw_batch_size=sw_batch_size)
     if resize:

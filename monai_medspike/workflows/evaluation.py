@@ -28,7 +28,7 @@ from monai.handlers import (
 
 from monai_medspike.checkpoints import CheckpointError, load_weights
 from monai_medspike.data.checks import load_datalist
-from monai_medspike.handlers import StatsHandler
+from monai_medspike.handlers import ProgressLog, StatsHandler
 from monai_medspike.metrics import PerImageScore
 from monai_medspike.networks.utils import fold_for_inference
 from monai_medspike.utils import stop_command_line
@@ -173,6 +173,7 @@ class Evaluation:
             additional_metrics={**per_image, **monai_metrics},
             val_handlers=[
                 StatsHandler(iteration_log=False),
+                ProgressLog("scored", "images"),
                 MetricsSaver(
                     save_dir=self.output_dir,
                     metrics="*",
@@ -202,6 +203,8 @@ class Inference:
         fold_batch_norm: fold the batch norms that follow convolutions into them after loading the weights
             (:func:`monai_medspike.networks.utils.fold_batch_norm`; the same masks up to float rounding, fewer passes
             over memory).
+        output_dir, written: where ``postprocessing`` writes the masks and what it writes
+            (:func:`monai_medspike.workflows.written_mask`), said in the log before the first input.
     """
 
     def __init__(
@@ -215,6 +218,8 @@ class Inference:
         device: torch.device | str,
         num_workers: int = 0,
         fold_batch_norm: bool = False,
+        output_dir: str | None = None,
+        written: Mapping[str, Any] | None = None,
     ) -> None:
         network = _loaded(network, str(checkpoint)).to(device)
         if fold_batch_norm:
@@ -225,9 +230,19 @@ class Inference:
             network=network,
             inferer=inferer,
             postprocessing=postprocessing,
-            val_handlers=[StatsHandler(iteration_log=False)],
+            val_handlers=[StatsHandler(iteration_log=False), ProgressLog("segmented", "inputs")],
         )
+        self.count, self.checkpoint, self.output_dir, self.written = len(data), str(checkpoint), output_dir, written
 
     def run(self) -> None:
-        """Segment every input."""
+        """Segment every input, saying first where the masks go."""
+        if self.output_dir is not None:
+            what = self.written or {}
+            values = ", ".join(f"{v} {name}" for v, name in what.get("values", {}).items())
+            logger.info(
+                "segmenting %d input(s) with %s; writing %s to %s%s", self.count, self.checkpoint,
+                what.get("file", "the masks"), self.output_dir, f" ({what.get('dtype')}: {values})" if values else "",
+            )  # fmt: skip
         self.evaluator.run()
+        if self.output_dir is not None:
+            logger.info("wrote %d mask(s) to %s", self.count, self.output_dir)

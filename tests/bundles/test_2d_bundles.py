@@ -56,6 +56,11 @@ def test_train_evaluate_infer_on_demo_data(name, tmp_path):
     infer = str(configs / "inference.json")
     proc = bundle("run", "inferring", "--config_file", infer, "--output_root", str(out), "--infer_name", "pred")
     assert "note:" not in proc.stderr
+    log = proc.stdout + proc.stderr  # where the masks go, what they hold, and how far it is
+    count = len(datalist["test"])
+    assert f"segmenting {count} input(s) with " in log and "model.pt; writing <input name>_seg.png to " in log
+    assert f"to {out / 'pred'} (uint8: 0 background, 255 " in log
+    assert f"segmented {count} / {count} inputs (100%)" in log and f"wrote {count} mask(s) to {out / 'pred'}" in log
     given = ["--output_root", str(out), "--infer_name", "given", "--image_size", "[32, 32]"]
     bundle("run", "inferring", "--config_file", infer, *given)  # the same size, given: the same masks
     written = json.loads((configs / "metadata.json").read_text())["inference_output"]  # what metadata promises

@@ -90,7 +90,7 @@ def test_bad_ct_volumes_are_refused_naming_the_file(problem, tmp_path, capsys):
     elif problem == "class outside":
         labels[0, 0, 0] = 7
         nib.save(nib.Nifti1Image(labels, writers.AFFINE), mask)
-        options = ("--classes", "multiclass", "--mask-dir", "infection_mask")
+        options = ("--classes", "multiclass", "--mask_dir", "infection_mask")
         expected = f"{mask}: a multi-class mask must hold the class indices 0..2"
     else:
         image.unlink()
@@ -99,9 +99,9 @@ def test_bad_ct_volumes_are_refused_naming_the_file(problem, tmp_path, capsys):
         expected = f"{image}: a volume of (8192, 8192, 30000) (2013266 M voxels) needs about"
     err = prepare_fails(capsys, "covid_ct", root, tmp_path / "d.json", *options)
     assert expected in err
-    # with --skip-bad the case is left out and the rest is written
-    assert main(["prepare", "covid_ct", "--root", str(root), "--out", str(tmp_path / "d.json"), "--skip-bad",
-                 "--val-fraction", "0", "--test-fraction", "0", *options]) == 0  # fmt: skip
+    # with --skip_bad the case is left out and the rest is written
+    assert main(["prepare", "covid_ct", "--root", str(root), "--out", str(tmp_path / "d.json"), "--skip_bad",
+                 "--val_fraction", "0", "--test_fraction", "0", *options]) == 0  # fmt: skip
     assert "skipped 1" in capsys.readouterr().out
 
 

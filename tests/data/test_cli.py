@@ -11,8 +11,8 @@ from tests.data import writers
 def test_prepare_command_writes_and_prints_summary(tmp_path, capsys):
     root = writers.write_busi(tmp_path / "busi")
     out = tmp_path / "busi.json"
-    argv = ["prepare", "busi", "--root", str(root), "--out", str(out), "--seed", "4", "--val-fraction", "0.15"]
-    assert main([*argv, "--test-fraction", "0.3"]) == 0
+    argv = ["prepare", "busi", "--root", str(root), "--out", str(out), "--seed", "4", "--val_fraction", "0.15"]
+    assert main([*argv, "--test-fraction", "0.3"]) == 0  # the older spelling is kept as an alias
     printed = capsys.readouterr().out
     assert f"wrote {out}: 7 busi samples" in printed
     assert "training" in printed and "validation" in printed and "test" in printed and "'benign'" in printed
@@ -30,23 +30,23 @@ def test_prepare_command_reports_bad_input_and_skip_bad(tmp_path, capsys):
     assert main(["prepare", "kvasir", "--root", str(root), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "case3.jpg: image without mask" in err and not out.exists()
-    assert main(["prepare", "kvasir", "--root", str(root), "--out", str(out), "--skip-bad"]) == 0
+    assert main(["prepare", "kvasir", "--root", str(root), "--out", str(out), "--skip_bad"]) == 0
     assert "skipped 1:" in capsys.readouterr().out
 
 
 def test_options_of_another_dataset_are_refused(tmp_path, capsys):
     root = writers.write_kvasir(tmp_path / "k")
     try:
-        main(["prepare", "kvasir", "--root", str(root), "--out", str(tmp_path / "k.json"), "--exclude-normal"])
+        main(["prepare", "kvasir", "--root", str(root), "--out", str(tmp_path / "k.json"), "--exclude_normal"])
     except SystemExit as e:
         assert e.code == 2
-    assert "--exclude-normal applies to busi only" in capsys.readouterr().err
+    assert "--exclude_normal applies to busi only" in capsys.readouterr().err
 
 
 def test_reader_options_reach_the_reader(tmp_path, capsys):
     root = writers.write_busi(tmp_path / "busi")
     out = tmp_path / "b.json"
-    argv = ["prepare", "busi", "--root", str(root), "--out", str(out), "--exclude-normal", "--val-fraction", "0.2"]
+    argv = ["prepare", "busi", "--root", str(root), "--out", str(out), "--exclude_normal", "--val_fraction", "0.2"]
     assert main(argv) == 0
     assert "5 busi samples" in capsys.readouterr().out
 

@@ -16,8 +16,8 @@ def _colour_image(h: int = 20, w: int = 30) -> np.ndarray:
     return np.stack([x * 255 // (w - 1), y * 255 // (h - 1), np.full_like(x, 60)], axis=-1).astype(np.uint8)
 
 
-def _through_transforms(image, label=None, dataset: str = "kvasir", size=(30, 20), **kwargs) -> dict:
-    """The eval chain without resizing away what is tested (MONAI axes: (W, H))."""
+def _through_transforms(image, label=None, dataset: str = "kvasir", size=(20, 30), **kwargs) -> dict:
+    """The eval chain at the stored size (height, width), so nothing is resized away; out in MONAI's (W, H)."""
     chain = get_transforms(dataset, "eval" if label else "infer", spatial_size=size, **kwargs)
     return chain({"image": str(image), **({"label": str(label)} if label else {})})
 
@@ -67,7 +67,7 @@ def test_exif_orientation_is_applied(tmp_path):
     decoded = read_image(path)
     assert decoded.shape == (30, 20, 3)  # as a viewer shows it: 20 wide, 30 high
     assert np.abs(decoded.astype(int) - np.rot90(rgb, -1)).mean() < 6
-    image = _through_transforms(path, size=(20, 30))["image"]
+    image = _through_transforms(path, size=(30, 20))["image"]
     assert image.shape == (3, 20, 30)  # MONAI axes (W, H) of the turned image
 
 

@@ -87,7 +87,7 @@ def test_unpaired_files_are_errors_or_skipped_and_listed(tmp_path):
         prepare("isic2018", root, out)
     assert "ISIC_0000001.jpg: image without mask" in str(err.value)
     assert "ISIC_0000099_segmentation.png: mask without image" in str(err.value)
-    assert "--skip-bad" in str(err.value)
+    assert "--skip_bad" in str(err.value)
     assert not out.exists()
     summary = prepare("isic2018", root, out, skip_bad=True, val_fraction=0.0, test_fraction=0.25)
     assert summary["total"] == 4 and len(summary["skipped"]) == 2

@@ -32,18 +32,18 @@ def first_entry(tmp_path, dataset, write, **options):
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_2d_chains_give_scaled_images_and_binary_labels(tmp_path, dataset, write, channels, mode):
     entries = first_entry(tmp_path, dataset, write)
-    out = get_transforms(dataset, mode, spatial_size=(32, 48))(entries[0])
-    assert out["image"].shape == (channels, 32, 48) and out["image"].dtype == torch.float32
+    out = get_transforms(dataset, mode, spatial_size=(32, 48))(entries[0])  # (height, width)
+    assert out["image"].shape == (channels, 48, 32) and out["image"].dtype == torch.float32  # MONAI's (W, H)
     assert 0.0 <= out["image"].min() and out["image"].max() <= 1.0
-    assert out["label"].shape == (1, 32, 48)
+    assert out["label"].shape == (1, 48, 32)
     assert set(out["label"].unique().tolist()) <= {0.0, 1.0}
 
 
 def test_eval_chain_keeps_the_mask_where_it_was(tmp_path):
     entries = first_entry(tmp_path, "isic2018", writers.write_isic)
     entry = next(e for e in entries if e["id"] == "ISIC_0000000")
-    # MONAI's Pillow reader puts the width first: (48, 40) is the stored size, so nothing is resampled
-    out = get_transforms("isic2018", "eval", spatial_size=(48, 40))(entry)
+    # the stored size, height first (MONAI's Pillow reader puts the width first), so nothing is resampled
+    out = get_transforms("isic2018", "eval", spatial_size=(40, 48))(entry)
     label = out["label"][0].numpy().T
     assert np.array_equal(label, writers.disk(40, 48, 20, 24, 6))
     # the lesion was drawn dark (40 / 255) on a background of 100..200 (JPEG blurs the edge a little)
@@ -53,9 +53,9 @@ def test_eval_chain_keeps_the_mask_where_it_was(tmp_path):
 
 def test_multiclass_labels_keep_class_indices(tmp_path):
     entries = first_entry(tmp_path, "covid", writers.write_covid_infnet, classes="multiclass")
-    out = get_transforms("covid", "eval", spatial_size=(36, 44), classes="multiclass")(entries[0])
+    out = get_transforms("covid", "eval", spatial_size=(44, 36), classes="multiclass")(entries[0])
     assert set(out["label"].unique().tolist()) == {0.0, 1.0, 2.0}
-    onehot = get_transforms("covid", "eval", spatial_size=(36, 44), classes="multiclass", one_hot=3)(entries[0])
+    onehot = get_transforms("covid", "eval", spatial_size=(44, 36), classes="multiclass", one_hot=3)(entries[0])
     assert onehot["label"].shape == (3, 36, 44)
     assert torch.equal(onehot["label"].argmax(0, keepdim=True).float(), out["label"])
     assert torch.equal(onehot["label"].sum(0), torch.ones(36, 44))
@@ -89,7 +89,7 @@ def test_ct_training_samples_are_slices_of_the_volume(tmp_path, reader):
     mask = np.asarray(nib.load(root / "infection_mask" / "only.nii.gz").dataobj)
     entry = {"image": str(root / "ct" / "only.nii.gz"), "label": str(root / "infection_mask" / "only.nii.gz")}
     set_determinism(seed=0)
-    t = get_transforms("covid_ct", "train", spatial_size=vol.shape[:2], reader=reader, augment_prob=0.0,
+    t = get_transforms("covid_ct", "train", spatial_size=vol.shape[1::-1], reader=reader, augment_prob=0.0,
                        slices_per_volume=6, pos=1.0, neg=0.0)  # fmt: skip
     samples = t(entry)
     assert len(samples) == 6
@@ -107,8 +107,8 @@ def test_ct_training_samples_are_slices_of_the_volume(tmp_path, reader):
 def test_ct_eval_volume_same_with_nibabel_and_itk(tmp_path):
     root = writers.write_covid_ct(tmp_path / "ct", cases=("only",))
     entry = {"image": str(root / "ct" / "only.nii.gz"), "label": str(root / "infection_mask" / "only.nii.gz")}
-    a = get_transforms("covid_ct", "eval", spatial_size=(32, 24), reader="NibabelReader")(entry)
-    b = get_transforms("covid_ct", "eval", spatial_size=(32, 24), reader="ITKReader")(entry)
+    a = get_transforms("covid_ct", "eval", spatial_size=(24, 32), reader="NibabelReader")(entry)  # (Y, X)
+    b = get_transforms("covid_ct", "eval", spatial_size=(24, 32), reader="ITKReader")(entry)
     assert a["image"].shape == (1, 32, 24, 6)
     torch.testing.assert_close(a["image"], b["image"])
     torch.testing.assert_close(a["label"], b["label"])
@@ -162,3 +162,26 @@ def test_native_resolution_crops_for_training_and_whole_images_for_evaluation(tm
     # a crop is a piece of the whole image
     big = get_transforms("monuseg", "train", spatial_size=(64, 64), resize=False, augment_prob=0.0)(entries[0])
     assert big["image"].shape == (3, 64, 64)  # smaller images are padded up to the crop size
+
+
+def test_every_image_size_is_height_width(tmp_path):
+    """--image_size [H, W] trains, validates, slides and slices at H x W: MONAI's arrays hold (W, H)."""
+    from monai.bundle import ConfigParser
+    from PIL import Image
+
+    from tests.bundles.helpers import REPO
+
+    Image.fromarray(np.full((50, 70, 3), 90, np.uint8)).save(tmp_path / "wide.png")  # 70 wide, 50 high
+    mask = np.zeros((50, 70), np.uint8)
+    mask[10:20, 10:30] = 255
+    Image.fromarray(mask).save(tmp_path / "wide_mask.png")
+    entry = {"image": str(tmp_path / "wide.png"), "label": str(tmp_path / "wide_mask.png")}
+    for name in ("kvasir", "monuseg", "covid"):
+        parser = ConfigParser()
+        parser.read_config(str(REPO / "bundles" / name / "configs" / "train.json"))
+        parser.update({"image_size": [32, 48], "dataset": "covid_ct" if name == "covid" else name})
+        if name == "kvasir":
+            for key in ("train_transforms", "val_transforms"):
+                assert parser.get_parsed_content(key)(dict(entry))["image"].shape[1:] == (48, 32)
+        inferer = parser.get_parsed_content("inferer")  # monuseg slides windows, covid slices volumes
+        assert name == "kvasir" or tuple(inferer.roi_size)[:2] == (48, 32)
