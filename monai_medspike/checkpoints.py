@@ -475,8 +475,17 @@ class TrainedModel:
         return {name: value for values in groups.values() for name, value in values.items()}
 
     def setting(self, name: str, default: Any = None) -> Any:
-        """The checkpoint's value of the carried setting ``name``, else ``default`` (no model, or no record)."""
+        """The checkpoint's value of the carried setting ``name``, else ``default`` (no model, or no record).
+
+        The data a model was trained on is one source: its recorded ``datalist`` (or ``dataset_dir``) gives way to a
+        ``--dataset_dir`` (or ``--datalist``) given on the command line, which names other data to use."""
         recorded = self.settings()
+        other = {"datalist": "dataset_dir", "dataset_dir": "datalist"}.get(name)
+        if other is not None:
+            from monai_medspike.utils import bundle_command_line
+
+            if bundle_command_line()[2].get(other) not in (None, ""):
+                return default
         return recorded[name] if name in recorded and SETTINGS[name].carried else default
 
     def check(self, given: Mapping[str, Any]) -> list[str]:

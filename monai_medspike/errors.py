@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -47,11 +48,17 @@ class UserError(Exception):
 
 
 def _chain(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and its explicit causes (``raise ... from``, as MONAI's wrappers raise): a bug raised while handling
+    a user error is not taken for it."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         yield error
-        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+        error = error.__cause__
+
+
+# a user error re-raised from a data loader worker: its text ends with the worker's "...DataError: <message>"
+_WORKER = re.compile(r"^(?:[\w.]+\.)?(?:DataError|SettingsError|CheckpointError|UserError): (.+)$", re.M)
 
 
 def user_message(error: BaseException) -> str | None:
@@ -61,6 +68,9 @@ def user_message(error: BaseException) -> str | None:
         if isinstance(e, UserError):
             return str(e)
     for e in chain:
+        if "DataLoader worker" in str(e) and _WORKER.search(str(e)):
+            return _WORKER.findall(str(e))[-1]
+    for e in chain:
         if isinstance(e, KeyboardInterrupt):
             return "interrupted (Ctrl-C)."
         if isinstance(e, OSError) and e.errno in (*_FULL, *_DENIED, errno.ENOTDIR):
@@ -69,7 +79,7 @@ def user_message(error: BaseException) -> str | None:
                 return f"{where}: a part of this path is a file, not a folder. Choose another (e.g. --output_root)."
             if e.errno in _FULL:
                 return f"{where}: the disk is full. Free space (or choose another --output_root) and run again."
-            return f"{where}: this folder may not be written. Choose a writable one (e.g. --output_root)."
+            return f"{where}: this path may not be used; give one you may read and write (e.g. --output_root)."
     return None
 
 

@@ -36,7 +36,7 @@ def test_user_errors_are_found_through_the_wrappers_of_monai_and_torch():
     full = OSError(errno.ENOSPC, "No space left on device", "/out/last.pt")
     assert user_message(full).startswith("/out/last.pt: No space left on device: the disk is full")
     denied = PermissionError(errno.EACCES, "Permission denied", "/ro/x")
-    assert "may not be written" in user_message(denied)
+    assert "may not be used; give one you may read and write" in user_message(denied)
     assert user_message(KeyboardInterrupt()) == "interrupted (Ctrl-C)."
     assert user_message(ZeroDivisionError("a bug")) is None  # bugs keep their traceback
 
@@ -183,3 +183,29 @@ def test_a_damaged_comparison_result_is_named(tmp_path, capsys):
     assert main(["--bundle", str(REPO / "bundles" / "kvasir"), "--out", str(tmp_path), "--report_only"]) == 2
     err = capsys.readouterr().err
     assert f"{done}: cannot be read as JSON" in err and "remove it and run the comparison again" in err
+
+
+def test_a_user_error_from_a_loader_worker_and_a_bug_raised_while_handling_one():
+    worker = RuntimeError(
+        "Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n  ...\n"
+        "monai_medspike.data.errors.DataError: /data/x.png: a 16-bit image (Pillow mode I;16); convert it.\n"
+    )
+    assert user_message(worker) == "/data/x.png: a 16-bit image (Pillow mode I;16); convert it."
+    try:
+        try:
+            raise DataError("a.png: corrupt")
+        except DataError:
+            raise ZeroDivisionError("a bug in the handler")  # noqa: B904 - the implicit context is the point
+    except ZeroDivisionError as bug:
+        assert user_message(bug) is None  # not taken for the user error it was handling
+
+
+def test_a_models_recorded_data_gives_way_to_data_named_on_the_command_line(tmp_path, monkeypatch):
+    from monai_medspike.checkpoints import TrainedModel
+
+    model = TrainedModel(None)
+    model.record = {"settings": {"data": {"datalist": "/recorded/list.json", "dataset_dir": None}}}
+    assert model.setting("datalist") == "/recorded/list.json"
+    argv = ["/x/monai/bundle/__main__.py", "run", "evaluating", "--dataset_dir", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert model.setting("datalist") is None  # the folder given replaces the recorded datalist: not ambiguous

@@ -79,7 +79,8 @@ def prepare_split(
     external test set, e.g. written by ``python -m monai_medspike.data prepare ... --test_fraction 1``). An
     existing ``datalist.json`` is kept, so that a resumed comparison scores the same images.
     """
-    from monai.data import load_decathlon_datalist
+    from monai_medspike.data import DataError
+    from monai_medspike.data.checks import load_datalist
 
     path = out / "datalist.json"
     if path.is_file():
@@ -90,12 +91,18 @@ def prepare_split(
          **(overrides or {})},
     )  # fmt: skip
     source = parser.get_parsed_content("datalist_file")
-    split = {key: load_decathlon_datalist(source, data_list_key=key) for key in ("training", "validation", "test")}
+    dataset, options = parser.get_parsed_content("dataset"), parser.get_parsed_content("data_options")
+    # checked like every datalist (load_datalist): an empty split, a leak or a bad label stops here, before any job
+    split = {key: load_datalist(source, key, dataset, options) for key in ("training", "validation", "test")}
     if test_datalist:
-        split["test"] = load_decathlon_datalist(test_datalist, data_list_key="test")
-    empty = [key for key, entries in split.items() if not entries]
-    if empty:
-        raise ValueError(f"the split of {source} has no {' or '.join(empty)} images; a comparison needs all three.")
+        split["test"] = load_datalist(test_datalist, "test", dataset, options)
+        trained = {str(Path(e["image"]).resolve()) for key in ("training", "validation") for e in split[key]}
+        leaked = [e["image"] for e in split["test"] if str(Path(e["image"]).resolve()) in trained]
+        if leaked:
+            raise DataError(
+                f"--test_datalist {test_datalist}: {len(leaked)} test image(s) are in the training or validation split "
+                f"of {source} (e.g. {leaked[0]}); an external test set must be disjoint from them."
+            )
     out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"source": str(source), "test_source": test_datalist, **split}, indent=1) + "\n")

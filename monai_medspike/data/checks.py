@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from monai_medspike.data.errors import DataError
-from monai_medspike.data.io import check_exists, read_mask, volume_header
+from monai_medspike.data.io import DEEP_MODES, check_exists, read_mask, volume_header
+from monai_medspike.distributed import main_process_first
 from monai_medspike.utils import cache_dir
 
-__all__ = ["LABELLED_SPLITS", "check_datalist", "load_datalist"]
+__all__ = ["LABELLED_SPLITS", "check_datalist", "load_datalist", "remember_checked"]
 
 LABELLED_SPLITS = ("training", "validation")
 """Splits whose entries must have a label."""
@@ -55,7 +56,7 @@ def load_datalist(
         DataError: naming the datalist, the split, the entry and the fix.
     """
     path = Path(file)
-    content = check_datalist(path, dataset, options)
+    content = main_process_first(lambda: check_datalist(path, dataset, options))  # rank 0 decodes, the others reuse
     if split not in content:
         lists = [k for k, v in content.items() if isinstance(v, list)]
         raise DataError(f"datalist {path}: no {split!r} list (it has {lists}); add one, or choose another split.")
@@ -63,7 +64,7 @@ def load_datalist(
     if not entries:
         raise DataError(f"datalist {path}: the {split!r} list is empty; add entries, or choose another split.")
     if labels:
-        missing = [i for i, e in enumerate(entries) if not e.get("label")]
+        missing = [i for i, e in enumerate(entries) if isinstance(e, str) or not e.get("label")]
         if missing:
             raise DataError(
                 f"datalist {path}: {len(missing)} entr{'y' if len(missing) == 1 else 'ies'} of {split!r} without a "
@@ -101,6 +102,15 @@ def check_datalist(
     return content
 
 
+def remember_checked(file: str | Path, dataset: str, options: Mapping[str, Any] | None = None) -> None:
+    """Record that datalist ``file``, just written by ``prepare`` (which decoded and checked every pair), needs no
+    pixel check when a run first loads it with the same reader options."""
+    path = Path(file)
+    problems, pairs = _check_entries(json.loads(path.read_text()), path.parent)
+    if not problems:
+        _remember(_state_key(path, pairs, dataset, options))
+
+
 def _check_entries(content: dict[str, Any], base: Path) -> tuple[list[str], list[tuple[Path, Path | None]]]:
     """The problems of a datalist's entries (structure, missing files, duplicates) and its (image, label) files."""
     problems: list[str] = []
@@ -111,6 +121,7 @@ def _check_entries(content: dict[str, Any], base: Path) -> tuple[list[str], list
             continue
         for i, entry in enumerate(entries):
             where = f"entry {i} of {split!r}"
+            entry = {"image": entry} if isinstance(entry, str) else entry  # MONAI's test lists may hold paths
             if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or not entry["image"]:
                 problems.append(f"{where} is not an object with an 'image' path: {json.dumps(entry)[:80]}")
                 continue
@@ -143,6 +154,7 @@ def _check_entries(content: dict[str, Any], base: Path) -> tuple[list[str], list
 
 
 def _entry_list(entries: list) -> bool:
+    """Whether a list under another key than the splits holds datalist entries (objects with an ``image``)."""
     return bool(entries) and all(isinstance(e, dict) and "image" in e for e in entries)
 
 
@@ -151,20 +163,22 @@ def _resolve(value: str, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def _resolved(entry: dict[str, Any], base: Path) -> dict[str, Any]:
-    out = dict(entry)
+def _resolved(entry: dict[str, Any] | str, base: Path) -> dict[str, Any]:
+    out = {"image": entry} if isinstance(entry, str) else dict(entry)
     for key in ("image", "label"):
         if isinstance(out.get(key), str) and out[key]:
             out[key] = str(_resolve(out[key], base))
     return out
 
 
-def _stop(path: Path, problems: list[str]) -> None:
+def _stop(path: Path, problems: list[str], stopped: bool = False) -> None:
+    """Raise the problems found (``stopped``: the search ended after the first ones)."""
     if problems:
         more = f" (and {len(problems) - _SHOWN} more)" if len(problems) > _SHOWN else ""
+        count = f"{len(problems)} or more problems" if stopped else f"{len(problems)} problem(s)"
         raise DataError(
-            f"datalist {path}: {len(problems)} problem(s): {'; '.join(problems[:_SHOWN])}{more}. Fix the datalist, "
-            "or write one with python -m monai_medspike.data prepare."
+            f"datalist {path}: {count}: {'; '.join(problems[:_SHOWN])}{more}. Fix the datalist, or write one with "
+            "python -m monai_medspike.data prepare."
         )
 
 
@@ -197,26 +211,36 @@ def _check_pixels(path: Path, pairs: list, dataset: str | None, options: Mapping
         reader = get_reader(dataset, **dict(options or {}))
         classes, num_classes = reader.classes, len(reader.label_names)
     problems: list[str] = []
+    stopped = False
     for image, label in pairs:
+        if len(problems) >= _SHOWN:
+            stopped = True
+            break
         try:
-            size = _size(image)
+            size = _size(image, image=True)
             if label is None:
                 continue
             label_size = _size(label)
             if size != label_size:
                 shown = ["x".join(map(str, s)) for s in (label_size, size)]
-                problems.append(f"{label}: size {shown[0]} differs from its image {image} ({shown[1]}): not its label")
+                turned = label_size == _size(image, oriented=False)
+                why = (
+                    "; the image's EXIF orientation turns it, but its label was drawn on the stored pixels: turn the "
+                    "label as a viewer shows the image, or remove the image's orientation tag"
+                    if turned
+                    else ": not its label"
+                )
+                problems.append(f"{label}: size {shown[0]} differs from its image {image} ({shown[1]}){why}")
             elif not label.name.lower().endswith(_VOLUME_SUFFIXES):
                 read_mask(label, classes, num_classes)
         except DataError as e:
             problems.append(str(e).rstrip("."))
-        if len(problems) >= _SHOWN:
-            break
-    _stop(path, problems)
+    _stop(path, problems, stopped)
 
 
-def _size(path: Path) -> tuple[int, ...]:
-    """The size of an image as a viewer shows it (EXIF orientation applied) or a volume's shape, from the header."""
+def _size(path: Path, image: bool = False, oriented: bool = True) -> tuple[int, ...]:
+    """The size ``(W, H)`` of an image as a viewer shows it (EXIF orientation applied unless not ``oriented``) or a
+    volume's shape, from the header; an ``image`` deeper than 8 bits is refused here (no pixel is read)."""
     if path.name.lower().endswith(_VOLUME_SUFFIXES):
         return volume_header(path)[0]
     from PIL import Image, UnidentifiedImageError
@@ -224,7 +248,10 @@ def _size(path: Path) -> tuple[int, ...]:
     try:
         with Image.open(path) as img:
             width, height = img.size
-            turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+            turned = oriented and img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+            mode = img.mode
     except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as e:
         raise DataError(f"{path}: cannot be read as an image ({type(e).__name__}: {e})") from e
+    if image and mode in DEEP_MODES:
+        raise DataError(f"{path}: a {mode} image (more than 8 bits per channel); convert it to 8-bit first.")
     return (height, width) if turned else (width, height)

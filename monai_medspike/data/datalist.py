@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from monai_medspike.data.checks import remember_checked
 from monai_medspike.data.errors import DataError
 from monai_medspike.data.readers import DatasetReader, Loaded, Sample, get_reader
 from monai_medspike.data.splits import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, SPLITS, split_groups
@@ -225,6 +226,7 @@ def prepare(
         if derived:
             tmp_labels.rename(labels_dir)
         os.replace(tmp_json, out)
+        remember_checked(out, dataset, reader_options)  # every pair was decoded and checked above
     finally:
         if tmp_labels.exists():
             shutil.rmtree(tmp_labels)

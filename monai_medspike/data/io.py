@@ -13,6 +13,7 @@ import numpy as np
 from monai_medspike.data.errors import DataError
 
 __all__ = [
+    "DEEP_MODES",
     "MASK_RULES",
     "available_memory",
     "check_exists",
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 # Pillow modes of images deeper than 8 bits per channel: the 2D pipelines map 0-255 to [0, 1]
-_DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 # float32 copies of a volume that reading, orienting and scaling it for inference hold at once
 _VOLUME_COPIES = 4
 
@@ -111,7 +112,7 @@ def decode_image(img: Any, path: Path) -> Any:
         DataError: a deep image, naming ``path``.
     """
     mode = img.mode
-    if mode in _DEEP_MODES:
+    if mode in DEEP_MODES:
         depth = "32-bit" if mode in ("I", "F") else "16-bit"
         raise DataError(
             f"{path}: a {depth} image (Pillow mode {mode}); the 2D datasets are read as 8 bits per channel "
@@ -141,7 +142,7 @@ def decode_mask(img: Any, path: Path, classes: str = "binary", num_classes: int 
         values = np.asarray(img)
     elif mode == "PA":
         values = np.asarray(img.getchannel(0))
-    elif mode in _DEEP_MODES:
+    elif mode in DEEP_MODES:
         values = np.asarray(img)
     elif mode == "L":
         values = np.asarray(img)

@@ -497,8 +497,11 @@ def get_reader(name: str, **options: object) -> DatasetReader:
         ValueError: unknown name (listing the valid ones) or an option the reader does not take.
     """
     if name not in READERS:
-        raise ValueError(f"unknown dataset {name!r}; valid names are: {', '.join(READERS)}.")
+        raise DataError(f"unknown dataset {name!r}; valid names are: {', '.join(READERS)}.")
     try:
         return READERS[name](**options)
     except TypeError as e:
-        raise ValueError(f"dataset {name!r} does not take the options {sorted(options)}: {e}") from e
+        raise DataError(
+            f"dataset {name!r} does not take the options {sorted(options)} (--data_options): {e}. Masks are read by "
+            "the rule of their file kind (docs/data.md), so there is no label_threshold."
+        ) from e

@@ -185,10 +185,10 @@ def get_transforms(
         one_hot: with ``classes="multiclass"``, the number of classes to one-hot encode the label into
             (``(K, H, W)``); None keeps one channel of class indices (for losses with ``to_onehot_y=True``).
         reader_options: options of the dataset's reader (e.g. ``{"channels": 1}`` for ``"folder"``), which set
-            the image channels and the label threshold.
+            the image channels and the label classes.
 
     Returns:
-        a MONAI ``Compose``. Images come out ``(C, H, W)`` float in [0, 1] (volumes ``(1, X, Y, Z)`` in eval/infer
+        a MONAI ``Compose``. Images come out ``(C, W, H)`` (MONAI's array axes) float in [0, 1] (volumes ``(1, X, Y, Z)`` in eval/infer
         mode); labels ``(1, H, W)`` float {0, 1} (binary) or class indices (multiclass).
 
     Raises:

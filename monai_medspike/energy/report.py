@@ -53,7 +53,8 @@ def bundle_config(bundle: Path, args: argparse.Namespace) -> Any:
 
 
 def bundle_images(parser: Any, count: int, split: str = "validation") -> torch.Tensor:
-    """``count`` images ``(count, C, H, W)`` of a bundle's ``split`` through its evaluation transforms.
+    """``count`` images ``(count, C, W, H)`` (MONAI's array axes) of a bundle's ``split`` through its evaluation
+    transforms.
 
     Volumes give evenly spaced axial slices (the middle 80 %); images larger than ``image_size`` (no resizing, e.g.
     MoNuSeg) are centre-cropped to it.

@@ -241,3 +241,25 @@ def test_every_comparison_command_in_the_docs_is_valid(page, count):
         config = ConfigParser.load_config_file(str(Path(REPO, args.bundle, "configs", "train.json")))
         for key in _overrides(args):
             assert key.split("#")[0] in config, f"--set {key}: {args.bundle} has no such setting"
+
+
+def test_an_external_test_set_that_overlaps_the_training_split_is_refused(tmp_path):
+    from monai_medspike.compare.jobs import prepare_split
+    from monai_medspike.data import DataError
+
+    pairs = []
+    for i in range(4):
+        Image.fromarray(np.full((32, 32, 3), 30 * i, np.uint8)).save(tmp_path / f"i{i}.jpg")
+        mask = np.zeros((32, 32), np.uint8)
+        mask[8:16, 8:16] = 255
+        Image.fromarray(mask).save(tmp_path / f"m{i}.png")
+        pairs.append({"image": f"i{i}.jpg", "label": f"m{i}.png"})
+    datalist = tmp_path / "split.json"
+    datalist.write_text(json.dumps({"training": pairs[:2], "validation": pairs[2:3], "test": pairs[3:]}))
+    external = tmp_path / "external.json"
+    external.write_text(json.dumps({"test": pairs[:1]}))  # an image the models train on
+    with pytest.raises(DataError, match=r"--test_datalist .*external\.json: 1 test image\(s\) are in the training"):
+        prepare_split(
+            tmp_path / "out", REPO / "bundles" / "kvasir", datalist=str(datalist), test_datalist=str(external)
+        )
+    assert not (tmp_path / "out" / "datalist.json").exists()

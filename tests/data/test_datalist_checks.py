@@ -63,7 +63,7 @@ def test_datalist_faults_are_refused_naming_the_datalist_and_entry(tmp_path, fau
     elif fault == "training without label":
         train = [{"image": train[0]["image"]}]
     elif fault == "not an object":
-        test = ["data/a2.jpg"]
+        test = [42]
     elif fault == "missing file":
         test = [{"image": "data/gone.jpg", "label": test[0]["label"]}]
     datalist = _write(tmp_path / "list.json", training=train, validation=val, test=test)
@@ -129,3 +129,54 @@ def test_a_datalist_and_a_release_folder_together_are_ambiguous(tmp_path):
     datalist = _write(tmp_path / "list.json", training=[_pair(tmp_path / "data", "a0")])
     with pytest.raises(DataError, match=r"both a datalist .* and a release folder \(--dataset_dir .*\) are given"):
         prepare_data(str(tmp_path / "out"), "kvasir", dataset_dir=str(tmp_path / "data"), datalist=str(datalist))
+
+
+def test_string_test_entries_deep_images_and_turned_images(tmp_path):
+    entries = [_pair(tmp_path / "data", f"a{i}") for i in range(2)]
+    # MONAI's load_decathlon_datalist takes a test list of paths
+    datalist = _write(tmp_path / "list.json", training=entries[:1], test=[entries[1]["image"]])
+    assert load_datalist(datalist, "test", "kvasir", labels=False) == [{"image": str(tmp_path / "data" / "a1.jpg")}]
+    # a 16-bit image is refused from its header, before any work
+    Image.fromarray(np.full((30, 40), 4000, np.uint16)).save(tmp_path / "data" / "deep.png")
+    deep = {"image": "data/deep.png", "label": entries[1]["label"]}
+    datalist = _write(tmp_path / "list2.json", training=entries[:1], test=[deep])
+    with pytest.raises(DataError, match=r"deep\.png: a I;16 image \(more than 8 bits per channel\)"):
+        load_datalist(datalist, "test", "kvasir")
+    # an image shown turned (EXIF) whose label was drawn on the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.full((30, 40, 3), 90, np.uint8)).save(tmp_path / "data" / "turned.jpg", exif=exif)
+    turned = {"image": "data/turned.jpg", "label": entries[1]["label"]}
+    datalist = _write(tmp_path / "list3.json", training=entries[:1], test=[turned])
+    with pytest.raises(
+        DataError, match=r"the image's EXIF orientation turns it, but its label was drawn on the stored"
+    ):
+        load_datalist(datalist, "test", "kvasir")
+
+
+def test_the_search_for_pixel_problems_stops_after_three_and_says_so(tmp_path):
+    bad = [_pair(tmp_path / "data", f"m{i}", mask_values=(0, 1, 255)) for i in range(5)]
+    datalist = _write(tmp_path / "list.json", training=bad[:4], test=bad[4:])
+    with pytest.raises(DataError, match=r"3 or more problems: .*m0_mask\.png.*m1_mask\.png.*m2_mask\.png"):
+        load_datalist(datalist, "training", "kvasir")
+
+
+def test_a_prepared_datalist_is_not_decoded_again(tmp_path, monkeypatch):
+    import monai_medspike.data.checks as checks
+
+    root = writers.write_kvasir(tmp_path / "kvasir", n=6)
+    prepare("kvasir", root, tmp_path / "k.json", val_fraction=0.2, test_fraction=0.2)
+
+    def decoded(*args, **kwargs):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(checks, "read_mask", decoded)
+    assert load_datalist(tmp_path / "k.json", "training", "kvasir")
+
+
+def test_unknown_reader_options_end_in_one_line():
+    from monai_medspike.data import get_reader
+    from monai_medspike.errors import UserError
+
+    with pytest.raises(UserError, match=r"does not take the options \['label_threshold'\] \(--data_options\)"):
+        get_reader("folder", label_threshold=127)
