@@ -188,8 +188,9 @@ def get_transforms(
             the image channels and the label classes.
 
     Returns:
-        a MONAI ``Compose``. Images come out ``(C, W, H)`` (MONAI's array axes) float in [0, 1] (volumes ``(1, X, Y, Z)`` in eval/infer
-        mode); labels ``(1, H, W)`` float {0, 1} (binary) or class indices (multiclass).
+        a MONAI ``Compose``. Images come out in MONAI's array axes, ``(C, W, H)`` float in [0, 1] (volumes
+        ``(1, X, Y, Z)`` in eval/infer mode); labels ``(1, W, H)`` float {0, 1} (binary) or class indices
+        (multiclass).
 
     Raises:
         ValueError: unknown dataset, mode, classes or reader; bad sizes.
