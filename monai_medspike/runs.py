@@ -68,7 +68,8 @@ def check_writable(folder: Path, argument: str = "output_root") -> None:
 
 @contextlib.contextmanager
 def folder_lock(folder: Path, wait: bool = True) -> Iterator[None]:
-    """Hold ``<folder>.lock`` (an exclusive ``flock``, released when the holder ends, even killed) while writing
+    """Hold ``<parent>/.locks/<folder name>.lock`` (an exclusive ``flock``, released when the holder ends, even killed;
+    the hidden folder keeps the lock files out of the run folders' listing) while writing
     ``folder``.
 
     Args:
@@ -81,8 +82,9 @@ def folder_lock(folder: Path, wait: bool = True) -> Iterator[None]:
     import fcntl
 
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(folder.parent / f".{folder.name}.lock", "a+")
+    locks = folder.parent / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    handle = open(locks / f"{folder.name}.lock", "a+")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
