@@ -4,6 +4,7 @@ evaluation and inference load by default, and the resumable checkpoint ``--resum
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
 import tempfile
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from monai_medspike.distributed import is_main_process
 from monai_medspike.errors import UserError
-from monai_medspike.utils import check_flag
+from monai_medspike.utils import cache_dir, check_flag
 
 __all__ = [
     "CHECKPOINT",
@@ -68,8 +69,9 @@ def check_writable(folder: Path, argument: str = "output_root") -> None:
 
 @contextlib.contextmanager
 def folder_lock(folder: Path, wait: bool = True) -> Iterator[None]:
-    """Hold ``<parent>/.locks/<folder name>.lock`` (an exclusive ``flock``, released when the holder ends, even killed;
-    the hidden folder keeps the lock files out of the run folders' listing) while writing
+    """Hold a lock on ``folder`` (an exclusive ``flock`` on a file named by the folder's path under the package's cache,
+    ``~/.cache/monai_medspike/locks``, so that nothing is added to the output folders; released when the holder ends,
+    even killed) while writing
     ``folder``.
 
     Args:
@@ -82,9 +84,10 @@ def folder_lock(folder: Path, wait: bool = True) -> Iterator[None]:
     import fcntl
 
     folder = Path(folder)
-    locks = folder.parent / ".locks"
+    locks = cache_dir() / "locks"
     locks.mkdir(parents=True, exist_ok=True)
-    handle = open(locks / f"{folder.name}.lock", "a+")
+    key = hashlib.sha1(str(folder.absolute().resolve()).encode()).hexdigest()[:16]
+    handle = open(locks / f"{folder.name}-{key}.lock", "a+")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
