@@ -47,6 +47,7 @@ __all__ = [
     "model_file",
     "read_checkpoint",
     "save_atomic",
+    "unwrap_model_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -210,6 +211,28 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     else:
         raise CheckpointError(f"checkpoint {path} holds no network weights (neither a state dict nor a 'model' entry).")
     return state, (dict(record) if isinstance(record, Mapping) else None), content
+
+
+def unwrap_model_file(
+    network: torch.nn.Module, state: dict[str, Any], name: str = "(given to load_state_dict)"
+) -> None:
+    """Turn ``state``, a whole model file (``{"model": weights, "record": ...}``) given to ``network.load_state_dict``
+    as if it were the weights, into those weights, in place, after checking the record against ``network`` (the
+    ANN teacher is refused for the student and the reverse, as other arguments are). A plain state dict is left as
+    it is. :class:`~monai_medspike.networks.nets.MedSpikeFormer` calls it before loading, so MONAI's tools that take
+    a checkpoint for a bare state dict (``ckpt_export`` / ``onnx_export`` without ``--key_in_ckpt``,
+    ``monai.bundle.load``, ``CheckpointLoader`` with one object) read this package's ``model.pt`` as they read a
+    model-zoo one.
+
+    Raises:
+        CheckpointError: the record describes another kind of network or other arguments.
+    """
+    if set(state) != {MODEL_KEY, RECORD_KEY} or not isinstance(state[MODEL_KEY], Mapping):
+        return
+    weights, record = state.pop(MODEL_KEY), state.pop(RECORD_KEY)
+    if isinstance(record, Mapping):
+        _check_kind(record.get("network", {}), describe_network(network), Path(name), twin=False)
+    state.update(weights)
 
 
 def _few(keys: list[str], count: int = 8) -> str:

@@ -265,3 +265,28 @@ def test_a_contradiction_ends_inference_in_one_line_before_any_output(tmp_path, 
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == line.format(student=student, teacher=teacher)
     assert not (tmp_path / "out" / "masks").exists()
+
+
+def test_a_model_file_given_as_the_weights_is_read_as_its_weights_after_its_record_is_checked(tmp_path):
+    """MONAI's tools that take a checkpoint for a bare state dict (``ckpt_export``/``onnx_export`` without
+    ``--key_in_ckpt``, ``monai.bundle.load``, ``CheckpointLoader`` with one object) read a model file as its weights;
+    a teacher's file is refused for the student, and the reverse."""
+    from ignite.handlers import Checkpoint
+
+    student = small()
+    path = saved(tmp_path, student)
+    loaded = small()
+    loaded.load_state_dict(torch.load(path, weights_only=True))
+    for name, value in student.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], value)
+    Checkpoint.load_objects(to_load={"": small()}, checkpoint=path)  # MONAI's _export, key_in_ckpt ""
+    teacher = saved(tmp_path, small().ann_twin(), phase="teacher")
+    with pytest.raises(CheckpointError, match="holds the ANN teacher .spiking false., not the spiking student"):
+        small().load_state_dict(torch.load(teacher, weights_only=True))
+    with pytest.raises(CheckpointError, match="holds the spiking student, not its ANN teacher"):
+        small().ann_twin().load_state_dict(torch.load(path, weights_only=True))
+    with pytest.raises(CheckpointError, match="trained with time_steps=2 but the network has time_steps=4"):
+        small(time_steps=4).load_state_dict(torch.load(path, weights_only=True))
+    # a plain state dict, and the student starting from its teacher's weights, load as before
+    small().load_state_dict(student.state_dict())
+    load_weights(small(), teacher, twin=True)

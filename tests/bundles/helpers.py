@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -31,15 +32,30 @@ def bundle(*args: str, cwd: Path = REPO, check: bool = True, env: dict | None = 
     return proc
 
 
+def readme_commands(name: str, ckpt: Path, out: Path) -> dict[str, list[str]]:
+    """The export commands of bundle ``name``'s README (``{"ckpt_export": argv, "onnx_export": argv}``), as a user
+    copies them, with ``<model.pt>`` replaced by ``ckpt`` and the output files put into ``out``."""
+    from monai_medspike.bundle.sync import EXPORT_BEGIN, EXPORT_END, README
+
+    text = (REPO / "bundles" / name / README).read_text()
+    section = text[text.index(EXPORT_BEGIN) : text.index(EXPORT_END)]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    commands = {}
+    for line in block.splitlines():
+        argv = shlex.split(line)
+        assert argv[:3] == ["python", "-m", "monai.bundle"], line
+        argv = [str(ckpt) if a == "<model.pt>" else str(out / a) if a.startswith("model.") else a for a in argv]
+        commands[argv[3]] = [sys.executable, *argv[1:]]
+    return commands
+
+
 def export(configs: Path, ckpt: Path, ts_file: Path) -> Path:
-    """MONAI's ``ckpt_export --use_trace`` of ``ckpt`` with the bundle's ``inference.json``, as the bundle READMEs
-    give it: the network is built from the record of the ``--ckpt_file`` it exports, the weights are read under
-    ``"model"`` (``--key_in_ckpt``), the trace shape comes from ``metadata.json``; returns ``ts_file``."""
-    bundle(
-        "ckpt_export", "network_def", "--filepath", str(ts_file), "--ckpt_file", str(ckpt),
-        "--meta_file", str(configs / "metadata.json"), "--config_file", str(configs / "inference.json"),
-        "--key_in_ckpt", "model", "--use_trace", "True",
-    )  # fmt: skip
+    """The TorchScript export of ``ckpt`` by the command of the bundle's README (MONAI's ``ckpt_export``, traced;
+    the network built from the record of the ``--ckpt_file``); returns the file, ``ts_file``."""
+    bundle(*readme_commands(configs.parent.name, ckpt, ts_file.parent)["ckpt_export"][3:])
+    written = ts_file.parent / "model.ts"
+    if written != ts_file:
+        written.replace(ts_file)
     return ts_file
 
 

@@ -103,6 +103,23 @@ def test_a_hand_edited_config_is_named_and_sync_writes_it_back(copies, capsys):
     assert json.loads(train.read_text())["num_workers"] == 0
 
 
+def test_every_bundle_readme_gives_the_export_commands_of_its_bundle_and_sync_keeps_them(copies, capsys):
+    for name in BUNDLES:
+        text = (REPO / "bundles" / name / sync.README).read_text()
+        section = sync.export_section(sync.load_record(REPO / "bundles" / name))
+        assert section in text, name
+        channels = sync._value("in_channels", sync.load_record(REPO / "bundles" / name))
+        assert f'--config_file bundles/{name}/configs/inference.json --input_shape "[1, {channels}, ' in section
+        assert "ckpt_export network_def" in section and "--use_trace True" in section
+    # a hand-edited command is named by --check and written back by sync; the rest of the README is kept
+    readme = copies / "kvasir" / sync.README
+    readme.write_text(readme.read_text().replace("--use_trace True", "--use_trace False") + "my own notes\n")
+    assert main(["sync", "--check", "--bundles", str(copies)]) == 1
+    assert str(readme) in capsys.readouterr().out
+    assert main(["sync", "--bundles", str(copies)]) == 0
+    assert "--use_trace True" in readme.read_text() and readme.read_text().endswith("my own notes\n")
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

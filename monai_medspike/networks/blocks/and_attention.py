@@ -26,6 +26,7 @@ from monai_medspike.networks.layers import (
     DEFAULT_NEURON,
     TimeDistributed,
     as_format_of,
+    capturing_graph,
     get_activation,
     is_channels_last,
 )
@@ -164,7 +165,7 @@ def all_neuron_attention(
         ValueError: unknown ``method`` or ``interactions``, or mismatched shapes.
     """
     terms = check_interactions(interactions)
-    if not torch.jit.is_tracing() and not (q.shape == k.shape == v.shape):
+    if not capturing_graph() and not (q.shape == k.shape == v.shape):
         raise ValueError(f"q, k and v must have the same shape (..., d, N), got {q.shape}, {k.shape}, {v.shape}.")
     if method == "direct":
         queries = {"a": q, "i": 1.0 - q}
@@ -172,7 +173,7 @@ def all_neuron_attention(
         return {t: (queries[t[0]] @ keys[t[1]].transpose(-2, -1)) @ v * scale for t in terms}
     if method != "fused":
         raise ValueError(f"method must be 'fused' or 'direct', got {method!r}.")
-    if terms == INTERACTIONS and not torch.jit.is_tracing():
+    if terms == INTERACTIONS and not capturing_graph():
         shape = q.shape
         d, n = shape[-2], shape[-1]
         outs = _FusedTerms.apply(q.reshape(-1, d, n), k.reshape(-1, d, n), v.reshape(-1, d, n), float(scale))
@@ -331,7 +332,7 @@ def token_major_attention(
     n, tb = h * w, t * b
     # (T B, N, C) views of channels-last memory: no copy
     qt, kt, vt = (x.flatten(0, 1).permute(0, 2, 3, 1).reshape(tb, n, c) for x in (q, k, v))
-    if terms == INTERACTIONS and not torch.jit.is_tracing():
+    if terms == INTERACTIONS and not capturing_graph():
         out = dict(zip(INTERACTIONS, _TokenMajorTerms.apply(qt, kt, vt, num_heads, float(scale)), strict=True))
     else:  # a subset (or a trace): autograd through the same forward
         out = _token_major_forward(qt, kt, vt, num_heads, float(scale), terms)[0]
@@ -463,7 +464,7 @@ class AllNeuronSelfAttention(CheckpointedSegments, nn.Module):
             self.method == "fused"
             and not self.faithful_layout
             and not hooked
-            and not torch.jit.is_tracing()
+            and not capturing_graph()
             and all(is_channels_last(x) for x in operands)
             and (self.interactions == INTERACTIONS or not needs_grad)
         )

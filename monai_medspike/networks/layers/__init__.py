@@ -11,7 +11,7 @@ from .neurons import (
     get_surrogate,
     is_neuron,
 )
-from .temporal import TimeDistributed, as_format_of, encode_direct, is_channels_last, time_mean
+from .temporal import TimeDistributed, as_format_of, capturing_graph, encode_direct, is_channels_last, time_mean
 
 __all__ = [
     "DEFAULT_NEURON",
@@ -21,6 +21,7 @@ __all__ = [
     "Surrogate",
     "TimeDistributed",
     "as_format_of",
+    "capturing_graph",
     "encode_direct",
     "get_activation",
     "get_neuron_layer",

@@ -21,6 +21,7 @@ from spikingjelly.activation_based import neuron as sj_neuron
 from spikingjelly.activation_based import surrogate as sj_surrogate
 
 from monai_medspike.networks.layers.lean_lif import LOW_PRECISION, lean_lif_multi_step
+from monai_medspike.networks.layers.temporal import capturing_graph
 
 __all__ = [
     "DEFAULT_NEURON",
@@ -87,8 +88,9 @@ class LIFNode(sj_neuron.LIFNode):
       runs a fused C kernel (``MONAI_MEDSPIKE_LIF_KERNEL=0`` turns it off). Settings it
       does not cover (``detach_reset=False``, ``store_v_seq``, other surrogates, a membrane carried over from a
       previous call) use spikingjelly.
-    - While tracing for TorchScript export the forward is written in plain torch ops: spikingjelly's custom
-      operator (``sj_lif``) cannot be carried by a TorchScript file.
+    - While the network is captured as a graph (TorchScript or ONNX export, ``torch.compile``;
+      :func:`~monai_medspike.networks.layers.capturing_graph`) the forward is written in plain torch ops:
+      spikingjelly's custom operator (``sj_lif``) and the fused C kernel cannot be carried by a graph file.
     - Mixed precision: a bfloat16 or float16 input (``torch.autocast``) is integrated in float32 on every path, so
       the threshold is applied to a float32 membrane; the spikes come back in the input's dtype.
 
@@ -114,7 +116,7 @@ class LIFNode(sj_neuron.LIFNode):
         return kind if kind is not None and getattr(surrogate, "spiking", True) else None
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args: torch.Tensor, **kwargs: object) -> torch.Tensor:
-        if torch.jit.is_tracing():
+        if capturing_graph():
             tau = self.tau
             return _lif_reference(x_seq, lambda a: a / tau, self.v_threshold, self.v_reset, self.decay_input)
         kind = self._lean_surrogate()
@@ -149,7 +151,7 @@ class ParametricLIFNode(sj_neuron.ParametricLIFNode):
     integrating bfloat16 and float16 inputs in float32 like it."""
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args: torch.Tensor, **kwargs: object) -> torch.Tensor:
-        if torch.jit.is_tracing():
+        if capturing_graph():
             q = self.w.sigmoid()
             return _lif_reference(x_seq, lambda a: a * q, self.v_threshold, self.v_reset, self.decay_input)
         return _in_float32(lambda x: super(ParametricLIFNode, self).multi_step_forward(x, *args, **kwargs), x_seq)

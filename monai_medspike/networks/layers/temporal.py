@@ -5,7 +5,15 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ["TimeDistributed", "as_format_of", "encode_direct", "is_channels_last", "time_mean"]
+__all__ = ["TimeDistributed", "as_format_of", "capturing_graph", "encode_direct", "is_channels_last", "time_mean"]
+
+
+def capturing_graph() -> bool:
+    """True while the network is being captured as a graph rather than run: TorchScript tracing or scripting
+    (``ckpt_export``, ``torch.onnx.export(dynamo=False)``) or ``torch.export`` / ``torch.compile`` (the default
+    ONNX exporter). The network then runs its plain torch ops: the hand-written autograd functions and the fused
+    C kernel of the LIF neurons cannot be carried by a graph file, and shape checks would be frozen into it."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
 
 
 def is_channels_last(x: torch.Tensor) -> bool:

@@ -19,7 +19,7 @@ from monai_medspike.networks.blocks import (
     SegmentationHead,
     check_interactions,
 )
-from monai_medspike.networks.layers import DEFAULT_NEURON, LIFNode, encode_direct, get_neuron_layer
+from monai_medspike.networks.layers import DEFAULT_NEURON, LIFNode, capturing_graph, encode_direct, get_neuron_layer
 from monai_medspike.networks.layers.checkpointing import CheckpointedSegments, run_segment
 
 __all__ = ["LAYOUTS", "PRECISIONS", "SPIKE_DRIVEN_NEURON", "MedSpikeFormer"]
@@ -143,6 +143,7 @@ class MedSpikeFormer(nn.Module):
         precision: str = "float32",
     ) -> None:
         super().__init__()
+        self.register_load_state_dict_pre_hook(_read_model_file)
         self._arguments = {
             "spatial_dims": spatial_dims, "in_channels": in_channels, "out_channels": out_channels,
             "embed_dims": embed_dims, "num_heads": num_heads, "time_steps": time_steps, "neuron": neuron,
@@ -267,7 +268,7 @@ class MedSpikeFormer(nn.Module):
         return type(self)(**{**self._arguments, "spiking": False})
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if torch.jit.is_tracing() or torch.jit.is_scripting():
+        if capturing_graph():
             return
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
@@ -287,7 +288,7 @@ class MedSpikeFormer(nn.Module):
 
     def _run(self, x: torch.Tensor, with_side_outputs: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
         self._check_input(x)
-        if self._precision == "float32" or torch.jit.is_tracing() or torch.jit.is_scripting():
+        if self._precision == "float32" or capturing_graph():
             return self._run_steps(x, with_side_outputs)
         with torch.autocast(x.device.type, dtype=torch.bfloat16):
             out, sides = self._run_steps(x, with_side_outputs)
@@ -312,10 +313,21 @@ class MedSpikeFormer(nn.Module):
             if i + 2 <= len(skips):
                 h = h + skips[-2 - i]
         out = run_segment(self.head, self.head, h, enabled=self._use_checkpoint)
-        if self.spiking and not torch.jit.is_tracing():
+        if self.spiking and not capturing_graph():
             # the membranes left after the last step are not needed: free them now rather than at the next call
             sj_functional.reset_net(self)
         return out, sides
+
+    def __prepare_scriptable__(self) -> MedSpikeFormer:
+        """``torch.jit.script`` (MONAI's ``ckpt_export`` without ``--use_trace``) cannot compile spikingjelly's
+        neurons: refuse in one line that names the traced export, which runs at any size (the bundle READMEs)."""
+        from monai_medspike.errors import UserError
+
+        raise UserError(
+            "MedSpikeFormer cannot be scripted (spikingjelly's neurons are not TorchScript): export it traced, "
+            "with --use_trace True (ckpt_export) or torch.jit.trace(network, example); the traced file runs at any "
+            "size divisible by 16."
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Segment a batch of images.
@@ -336,3 +348,12 @@ class MedSpikeFormer(nn.Module):
             ``(B, out_channels, H / 2**i, W / 2**i)`` for stage ``i``.
         """
         return self._run(x, with_side_outputs=True)
+
+
+def _read_model_file(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Before ``load_state_dict``: a whole model file of this package given as the weights is read as its weights
+    (:func:`monai_medspike.checkpoints.unwrap_model_file`)."""
+    if not prefix:
+        from monai_medspike.checkpoints import unwrap_model_file  # the checkpoints import the networks
+
+        unwrap_model_file(module, state_dict)
