@@ -9,12 +9,14 @@ import logging
 import os
 import platform
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "KEEP_FREED_MEMORY_ENV",
+    "Progress",
     "bundle_command_line",
     "cache_dir",
     "command_arguments",
@@ -28,6 +30,40 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _FLAG_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+class Progress:
+    """How far a long loop is, as a log line every ``every`` seconds and at its end:
+    ``checked 120 / 400 samples (30%), 0.05 s each, about 14 s left``.
+
+    Args:
+        verb: what one step does, in the past tense (``"checked"``).
+        noun: what a step handles (``"samples"``).
+        total: the number of steps.
+        every: seconds between two lines.
+        log: the logger to write to.
+    """
+
+    def __init__(
+        self, verb: str, noun: str, total: int, every: float = 10.0, log: logging.Logger | None = None
+    ) -> None:
+        self.verb, self.noun, self.total, self.every = verb, noun, int(total), float(every)
+        self.log = log or logger
+        self._start = self._last = time.monotonic()
+
+    def line(self, done: int) -> str:
+        """The progress line after ``done`` steps."""
+        total = self.total or done
+        seconds = (time.monotonic() - self._start) / max(done, 1)
+        rest = f", about {seconds * max(total - done, 0):.0f} s left" if done < total else ""
+        return f"{self.verb} {done} / {total} {self.noun} ({done / max(total, 1):.0%}), {seconds:.2f} s each{rest}"
+
+    def step(self, done: int) -> None:
+        """``done`` steps are finished: log a line if ``every`` seconds have passed or the loop has ended."""
+        now = time.monotonic()
+        if now - self._last >= self.every or done >= self.total:
+            self._last = now
+            self.log.info(self.line(done))
 
 
 def cache_dir() -> Path:

@@ -26,7 +26,7 @@ from typing import Any
 from monai_medspike.compare.jobs import DAMAGED_RESULT
 from monai_medspike.compare.models import MODELS, jobs_for
 from monai_medspike.data.io import read_json
-from monai_medspike.utils import command_arguments
+from monai_medspike.utils import Progress, command_arguments
 
 __all__ = ["main", "plan_jobs"]
 
@@ -166,14 +166,18 @@ def main(argv: list[str] | None = None) -> int:
             todo = [j for j in jobs if not (Path(j["folder"]) / "result.json").is_file()]
             logger.info("%d job(s), %d finished, %d to run, %d at once", len(jobs), len(jobs) - len(todo), len(todo),
                         args.jobs)  # fmt: skip
+            progress = Progress("finished", "jobs", len(todo), every=0.0, log=logger)  # a line per finished job
             if args.jobs == 1:
-                for job in todo:
+                for done, job in enumerate(todo, 1):
                     _run(job)
+                    logger.info("finished %s seed %s", job["model"], job["seed"])
+                    progress.step(done)
             else:
                 with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-                    for job, future in [(j, pool.submit(_run, j)) for j in todo]:
+                    for done, (job, future) in enumerate([(j, pool.submit(_run, j)) for j in todo], 1):
                         future.result()
                         logger.info("finished %s seed %s", job["model"], job["seed"])
+                        progress.step(done)
         order = [name for spec in jobs_for(names) for name in spec.rows.values()]
         command = shlex.join(["python", "-m", "monai_medspike.compare", *(sys.argv[1:] if argv is None else argv)])
         if args.report_only and not given_models:

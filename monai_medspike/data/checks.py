@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 from monai_medspike.data.errors import DataError
 from monai_medspike.data.io import DEEP_MODES, check_exists, read_mask, volume_header
 from monai_medspike.distributed import main_process_first
-from monai_medspike.utils import cache_dir
+from monai_medspike.utils import Progress, cache_dir
 
 __all__ = ["LABELLED_SPLITS", "check_datalist", "load_datalist", "remember_checked"]
 
@@ -212,7 +213,10 @@ def _check_pixels(path: Path, pairs: list, dataset: str | None, options: Mapping
         classes, num_classes = reader.classes, len(reader.label_names)
     problems: list[str] = []
     stopped = False
-    for image, label in pairs:
+    progress = Progress(f"checked the files of {path.name}:", "pairs", len(pairs), log=logging.getLogger(__name__))
+    for done, (image, label) in enumerate(pairs):
+        if done:
+            progress.step(done)
         if len(problems) >= _SHOWN:
             stopped = True
             break
@@ -235,6 +239,8 @@ def _check_pixels(path: Path, pairs: list, dataset: str | None, options: Mapping
                 read_mask(label, classes, num_classes)
         except DataError as e:
             problems.append(str(e).rstrip("."))
+    if pairs and not stopped:
+        progress.step(len(pairs))
     _stop(path, problems, stopped)
 
 

@@ -17,6 +17,7 @@ from monai_medspike.data.checks import remember_checked
 from monai_medspike.data.errors import DataError
 from monai_medspike.data.readers import DatasetReader, Loaded, Sample, get_reader
 from monai_medspike.data.splits import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, SPLITS, split_groups
+from monai_medspike.utils import Progress
 
 __all__ = ["PROTOCOLS", "prepare"]
 
@@ -49,7 +50,10 @@ def _check_all(
     reader: DatasetReader, samples: list[Sample], skip_bad: bool, bad: list[str]
 ) -> tuple[list[_Checked], list[str]]:
     checked: list[_Checked] = []
+    progress = Progress("checked", "samples", len(samples), log=logger)
     for i, sample in enumerate(samples):
+        if i:
+            progress.step(i)
         try:
             loaded = reader.load(sample)
         except DataError as e:
@@ -58,8 +62,8 @@ def _check_all(
             bad.append(str(e))
             continue
         checked.append(_Checked(sample, loaded, float(np.mean(loaded.label > 0))))
-        if (i + 1) % 200 == 0:
-            logger.info("checked %d / %d samples", i + 1, len(samples))
+    if samples:
+        progress.step(len(samples))
     return checked, bad
 
 

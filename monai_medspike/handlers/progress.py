@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 
 from ignite.engine import Engine, Events
+
+from monai_medspike.utils import Progress
 
 __all__ = ["ProgressLog"]
 
@@ -25,7 +26,7 @@ class ProgressLog:
 
     def __init__(self, verb: str = "processed", noun: str = "images", every: float = 10.0) -> None:
         self.verb, self.noun, self.every = verb, noun, float(every)
-        self._start = self._last = 0.0
+        self._progress = Progress(verb, noun, 0, every, logger)
 
     def attach(self, engine: Engine) -> None:
         if sys.stderr.isatty():
@@ -37,19 +38,13 @@ class ProgressLog:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
 
     def started(self, engine: Engine) -> None:
-        self._start = self._last = time.monotonic()
+        self._progress = Progress(self.verb, self.noun, engine.state.epoch_length or 0, self.every, logger)
 
     def line(self, engine: Engine) -> str:
         """The progress line of ``engine`` now."""
-        done = engine.state.iteration
-        total = engine.state.epoch_length or done
-        seconds = (time.monotonic() - self._start) / max(done, 1)
-        left = seconds * max(total - done, 0)
-        rest = f", about {left:.0f} s left" if done < total else ""
-        return f"{self.verb} {done} / {total} {self.noun} ({done / max(total, 1):.0%}), {seconds:.2f} s each{rest}"
+        self._progress.total = engine.state.epoch_length or engine.state.iteration
+        return self._progress.line(engine.state.iteration)
 
     def iteration_completed(self, engine: Engine) -> None:
-        now = time.monotonic()
-        if now - self._last >= self.every or engine.state.iteration == engine.state.epoch_length:
-            self._last = now
-            logger.info(self.line(engine))
+        self._progress.total = engine.state.epoch_length or engine.state.iteration
+        self._progress.step(engine.state.iteration)

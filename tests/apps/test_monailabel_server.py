@@ -188,6 +188,14 @@ def test_malformed_requests_get_clear_errors_and_the_server_keeps_serving(server
     assert "cannot be read as an image" in response.json()["detail"]  # the file named, by the one image reader
     up(server)
 
+    deep = tmp_path / "deep.png"  # a user's error: answered in its one line (the commands' own), no traceback logged
+    Image.fromarray(np.full((40, 48), 40000, np.uint16)).save(deep)
+    logged = len(server.log.read_text(errors="replace"))
+    response = server.infer("kvasir", deep)
+    assert response.status_code == 422 and "16-bit" in response.json()["detail"], response.text
+    assert "Traceback" not in server.log.read_text(errors="replace")[logged:]
+    up(server)
+
     two_channels = tmp_path / "two_channels.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((32, 32, 4, 2), np.int16), AFFINE), two_channels)
     response = server.infer("covid", two_channels)

@@ -117,6 +117,7 @@ def test_a_tiny_comparison_writes_every_output_and_resumes(tmp_path, caplog):
         "--epochs", "1", "--image_size", "32", "32", "--set", "demo_count=10", "--out", str(out),
     ]  # fmt: skip
     assert main(args) == 0
+    assert "finished 1 / 4 jobs (25%)" in caplog.text and "finished 4 / 4 jobs (100%)" in caplog.text  # progress
     split = json.loads((out / "datalist.json").read_text())
     tests = len(split["test"])
     assert sorted(_mtimes(out)) == ["basicunet-seed0", "basicunet-seed1", "student-seed0", "student-seed1"]

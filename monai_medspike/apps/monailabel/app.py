@@ -54,6 +54,7 @@ from monai_medspike.apps.monailabel.bundles import (
     resolve_models,
     served_model,
 )
+from monai_medspike.errors import user_message
 from monai_medspike.networks.layers import lif_kernel
 from monai_medspike.networks.utils import fold_for_inference
 from monai_medspike.utils import check_flag, first_cause
@@ -81,7 +82,9 @@ def not_trained_message(name: str, bundle: str | Path) -> str:
 
 
 def _first_line(err: BaseException, limit: int = 400) -> str:
-    text = str(getattr(err, "msg", None) or err).strip().splitlines()
+    """The line a request's failure is answered with: the user's error anywhere in its chain (as the commands
+    report it, :func:`monai_medspike.errors.user_message`), else the first line of the error itself."""
+    text = (user_message(err) or str(getattr(err, "msg", None) or err)).strip().splitlines()
     line = text[0] if text else type(err).__name__
     return line if len(line) <= limit else line[:limit] + "..."
 
@@ -376,7 +379,8 @@ class MedSpikeApp(MONAILabelApp):
         except HTTPException:
             raise
         except Exception as err:
-            logger.exception("infer %s failed", model)
+            if user_message(err) is None:  # the user's errors are answered in one line, without a traceback
+                logger.exception("infer %s failed", model)
             raise HTTPException(422, f"model {model}: the input could not be segmented: {_first_line(err)}") from err
 
     def train(self, request: dict) -> dict:
@@ -387,9 +391,9 @@ class MedSpikeApp(MONAILabelApp):
             raise HTTPException(404, f"unknown model {model!r}; this server trains {', '.join(self.trainer_names())}.")
         try:
             result = super().train(request)
-        except (ValueError, MONAILabelException) as err:
-            raise HTTPException(422, f"training {model}: {_first_line(err)}") from err
         except Exception as err:
+            if isinstance(err, ValueError | MONAILabelException) or user_message(err) is not None:
+                raise HTTPException(422, f"training {model}: {_first_line(err)}") from err
             logger.exception("training %s failed", model)
             raise HTTPException(500, f"training {model} failed: {_first_line(err)}") from err
         self.load_trained_models()
