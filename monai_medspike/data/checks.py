@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_medspike.data.errors import DataError
-from monai_medspike.data.io import DEEP_MODES, check_exists, read_mask, volume_header
+from monai_medspike.data.io import check_exists, read_mask, refuse_deep, volume_header
 from monai_medspike.distributed import main_process_first
 from monai_medspike.utils import Progress, cache_dir
 
@@ -258,6 +258,6 @@ def _size(path: Path, image: bool = False, oriented: bool = True) -> tuple[int, 
             mode = img.mode
     except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as e:
         raise DataError(f"{path}: cannot be read as an image ({type(e).__name__}: {e})") from e
-    if image and mode in DEEP_MODES:
-        raise DataError(f"{path}: a {mode} image (more than 8 bits per channel); convert it to 8-bit first.")
+    if image:
+        refuse_deep(mode, path)
     return (height, width) if turned else (width, height)

@@ -24,6 +24,7 @@ __all__ = [
     "read_image",
     "read_json",
     "read_mask",
+    "refuse_deep",
     "read_volume",
     "volume_header",
 ]
@@ -101,6 +102,21 @@ def _oriented(img: Any, path: Path) -> Any:
     return ImageOps.exif_transpose(img) if img.getexif().get(0x0112, 1) != 1 else img
 
 
+def refuse_deep(mode: str, path: str | Path) -> None:
+    """Refuse an image of Pillow ``mode`` deeper than 8 bits per channel (:data:`DEEP_MODES`), naming ``path``: the
+    2D pipelines map 0-255 to [0, 1], so a 16-bit image would become a constant one.
+
+    Raises:
+        DataError: a 16- or 32-bit image.
+    """
+    if mode in DEEP_MODES:
+        depth = "32-bit" if mode in ("I", "F") else "16-bit"
+        raise DataError(
+            f"{path}: a {depth} image (Pillow mode {mode}); the 2D datasets are read as 8 bits per channel "
+            "(0-255). Convert it to 8-bit (scale its range to 0-255) first."
+        )
+
+
 def decode_image(img: Any, path: Path) -> Any:
     """An opened Pillow image as the networks read it: 8-bit grey (``L``) or ``RGB``, in the orientation a viewer
     shows (EXIF applied).
@@ -112,12 +128,7 @@ def decode_image(img: Any, path: Path) -> Any:
         DataError: a deep image, naming ``path``.
     """
     mode = img.mode
-    if mode in DEEP_MODES:
-        depth = "32-bit" if mode in ("I", "F") else "16-bit"
-        raise DataError(
-            f"{path}: a {depth} image (Pillow mode {mode}); the 2D datasets are read as 8 bits per channel "
-            "(0-255). Convert it to 8-bit (scale its range to 0-255) first."
-        )
+    refuse_deep(mode, path)
     img = _oriented(img, path)
     if mode in ("L", "RGB"):
         return img

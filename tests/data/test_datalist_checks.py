@@ -140,7 +140,7 @@ def test_string_test_entries_deep_images_and_turned_images(tmp_path):
     Image.fromarray(np.full((30, 40), 4000, np.uint16)).save(tmp_path / "data" / "deep.png")
     deep = {"image": "data/deep.png", "label": entries[1]["label"]}
     datalist = _write(tmp_path / "list2.json", training=entries[:1], test=[deep])
-    with pytest.raises(DataError, match=r"deep\.png: a I;16 image \(more than 8 bits per channel\)"):
+    with pytest.raises(DataError, match=r"deep\.png: a 16-bit image \(Pillow mode I;16\)"):
         load_datalist(datalist, "test", "kvasir")
     # an image shown turned (EXIF) whose label was drawn on the stored pixels
     exif = Image.Exif()
