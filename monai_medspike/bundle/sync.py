@@ -207,7 +207,17 @@ def _inference(record: Mapping[str, Any]) -> dict[str, Any]:
     config = {"imports": shared.pop("imports"), **_settings_block("inference", record, "trained_model")}
     config["trained_model"] = shared.pop("trained_model")
     config["model_settings"] = _model_settings("inference", record)
-    return _with_imports({**config, **shared}, record)
+    return _with_imports({**config, **shared, "_meta_": _export_meta(record)}, record)
+
+
+def _export_meta(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``inference.json`` tells MONAI's export commands run without ``--meta_file`` or ``--input_shape``: the
+    network's inputs and outputs as in ``metadata.json``, at the bundle's default image size (``monai.bundle
+    onnx_export`` traces a fixed shape from it). ``--meta_file`` replaces it (``run`` reads ``metadata.json``)."""
+    io = json.loads(json.dumps(_metadata(record)["network_data_format"]))
+    size = list(_value("image_size", record))
+    io["inputs"]["image"]["spatial_shape"] = io["outputs"]["pred"]["spatial_shape"] = size
+    return {"network_data_format": io}
 
 
 def _recipe(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -332,7 +342,8 @@ from it (no `--key_in_ckpt` needed). TorchScript is traced (`--use_trace True`: 
 scripted) and runs at any size divisible by 16, without spikingjelly. ONNX (`pip install -e ".[onnx]"`, with
 `-c constraints/cpu.txt` on a CPU machine) takes a fixed input shape: give `(1, {channels}, H, W)` with the size
 the model was trained at, to which the bundle's inference resizes every input ({height} x {width} by default, else the
-`--image_size` of its training). ONNX Runtime gives the torch network's logits (tested, both layouts).
+`--image_size` of its training; left out, the default is taken). ONNX Runtime gives the torch network's logits
+(tested, both layouts).
 
 ```bash
 python -m monai.bundle ckpt_export network_def --filepath model.ts --ckpt_file <model.pt> --use_trace True \\
