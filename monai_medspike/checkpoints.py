@@ -391,8 +391,31 @@ def _exported_checkpoint() -> str | None:
     from monai_medspike.utils import bundle_command_line
 
     command, _, arguments = bundle_command_line()
+    if command == "onnx_export":
+        _check_onnx_packages(arguments.get("converter_kwargs"))
     value = arguments.get("ckpt_file") if command in ("ckpt_export", "onnx_export", "trt_export") else None
     return str(value) if value else None
+
+
+def _check_onnx_packages(converter_kwargs: Any) -> None:
+    """Refuse ``onnx_export`` in one line, before the network is built, where a package it needs is missing:
+    ``onnx``, and ``onnxscript`` for torch's default (dynamo) exporter.
+
+    Raises:
+        UserError: naming the missing packages and the install command.
+    """
+    import importlib.util
+
+    needed = ["onnx"]
+    if not (isinstance(converter_kwargs, Mapping) and converter_kwargs.get("dynamo") is False):
+        needed.append("onnxscript")
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(
+            f"onnx_export needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: "
+            'pip install -e ".[onnx]" (with -c constraints/cpu.txt on a CPU machine), or pip install onnx '
+            "onnxruntime onnxscript."
+        )
 
 
 @contextlib.contextmanager

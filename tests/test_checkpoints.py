@@ -290,3 +290,16 @@ def test_a_model_file_given_as_the_weights_is_read_as_its_weights_after_its_reco
     # a plain state dict, and the student starting from its teacher's weights, load as before
     small().load_state_dict(student.state_dict())
     load_weights(small(), teacher, twin=True)
+
+
+@pytest.mark.parametrize("converter, missing", [(None, "onnx and onnxscript"), ("{'dynamo': False}", "onnx,")])
+def test_onnx_export_without_the_onnx_packages_is_refused_naming_them_and_the_extra(monkeypatch, converter, missing):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("onnx") else real(name))
+    argv = ["/x/monai/bundle/__main__.py", "onnx_export", "network_def", "--ckpt_file", "m.pt"]
+    monkeypatch.setattr(sys, "argv", argv + (["--converter_kwargs", converter] if converter else []))
+    with pytest.raises(monai_medspike.errors.UserError, match=f"onnx_export needs {missing}") as caught:
+        TrainedModel.locate(None, None, "outputs", "kvasir")
+    assert 'pip install -e ".[onnx]"' in str(caught.value)
