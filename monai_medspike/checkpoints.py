@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from monai_medspike.errors import UserError
+from monai_medspike.networks.nets.medspikeformer import MODEL_FILE_READERS
 from monai_medspike.runs import CHECKPOINT
 from monai_medspike.settings import SETTINGS
 
@@ -233,6 +234,9 @@ def unwrap_model_file(
     if isinstance(record, Mapping):
         _check_kind(record.get("network", {}), describe_network(network), Path(name), twin=False)
     state.update(weights)
+
+
+MODEL_FILE_READERS.append(unwrap_model_file)
 
 
 def _few(keys: list[str], count: int = 8) -> str:

@@ -5,7 +5,7 @@ Reference: "MedSpikeFormer: All Neurons Matter for Medical Image Segmentation" (
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -350,10 +350,14 @@ class MedSpikeFormer(nn.Module):
         return self._run(x, with_side_outputs=True)
 
 
-def _read_model_file(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-    """Before ``load_state_dict``: a whole model file of this package given as the weights is read as its weights
-    (:func:`monai_medspike.checkpoints.unwrap_model_file`)."""
-    if not prefix:
-        from monai_medspike.checkpoints import unwrap_model_file  # the checkpoints import the networks
+#: what turns a whole model file given to ``load_state_dict`` into its weights, in place, after checking its record:
+#: :func:`monai_medspike.checkpoints.unwrap_model_file`, registered when that module is imported (every bundle
+#: config imports it). Without it, such a file is refused as unexpected keys, never loaded silently.
+MODEL_FILE_READERS: list[Callable[[nn.Module, dict[str, Any]], None]] = []
 
-        unwrap_model_file(module, state_dict)
+
+def _read_model_file(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Before ``load_state_dict``: a whole model file of this package given as the weights is read as its weights."""
+    if not prefix:
+        for reader in MODEL_FILE_READERS:
+            reader(module, state_dict)
