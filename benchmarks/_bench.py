@@ -67,9 +67,14 @@ def peak_cuda_bytes(fn: Callable[[], Any], device: torch.device) -> int | None:
 
 
 def machine(device: torch.device) -> dict[str, Any]:
+    from monai_medspike.speed import cpu_name
+
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     info = {
         "device": str(device),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),  # the model name and torch's instruction set for it (AVX2, AVX512, ...)
+        # native bfloat16 instructions change the bfloat16 figures up to 15-fold (docs/performance.md)
+        "cpu_bfloat16_instructions": sorted({f for f in ("avx512_bf16", "amx_bf16") if f in flags.split()}),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),

@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/train_step.py [--size 256] [--batch 1 [8 ...]] [--time-steps 1 2 4] [--rounds 3] [--steps 2]
         [--warmup 2] [--device auto] [--lif lean|eager|spikingjelly|both|all] [--keep-freed-memory]
-        [--variants default channels_last checkpoint channels_last+checkpoint bfloat16 channels_last+bfloat16
+        [--variants default bundle channels_last checkpoint channels_last+checkpoint bfloat16 channels_last+bfloat16
                     channels_last+checkpoint+bfloat16] [--no-twin] [--no-monai]
         [--out benchmarks/results/train_step.json]
 
@@ -60,6 +60,7 @@ from monai_medspike.utils import keep_freed_memory
 
 VARIANTS = {
     "default": {},
+    "bundle": {"channels_last": "auto", "precision": "auto"},
     "channels_last": {"channels_last": True},
     "checkpoint": {"use_checkpoint": True},
     "channels_last+checkpoint": {"channels_last": True, "use_checkpoint": True},
@@ -67,11 +68,20 @@ VARIANTS = {
     "channels_last+bfloat16": {"channels_last": True, "precision": "bfloat16"},
     "channels_last+checkpoint+bfloat16": {"channels_last": True, "use_checkpoint": True, "precision": "bfloat16"},
 }
-"""Options of the spiking network measured side by side (``--variants``); "default" is today's default path (eager
-PyTorch with the fused LIF kernel, no option set)."""
+"""Options of the spiking network measured side by side (``--variants``); "default" is the network's own default
+(float32, channels-first: eager PyTorch with the fused LIF kernel, no option set); "bundle" what the bundles run by
+default on the measured device (``auto``: :mod:`monai_medspike.speed`)."""
+_DEVICE = torch.device("cpu")  # the worker's device, for the "bundle" variant's choice
 
 
 def _spiking(t: int, lean: bool, options: dict[str, Any]) -> MedSpikeFormer:
+    from monai_medspike import speed
+
+    options = dict(options)
+    if "channels_last" in options:
+        options["channels_last"] = speed.channels_last(options["channels_last"], _DEVICE)
+    if "precision" in options:
+        options["precision"] = speed.precision(options["precision"], _DEVICE)
     return MedSpikeFormer(in_channels=1, out_channels=1, time_steps=t, neuron=("lif", {"lean": lean}), **options)
 
 
@@ -152,7 +162,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     """One case in this (fresh) process: memory, ``--warmup`` train steps (the first creates the optimizer's state;
     the allocator settles over the next), one inference, then ``--steps`` timed train and infer steps."""
     kept = keep_freed_memory(args.keep_freed_memory)
-    device = pick_device(args.device)
+    global _DEVICE
+    device = _DEVICE = pick_device(args.device)
     torch.manual_seed(0)
     case = next(c for c in build_cases(args) if c["name"] == args.worker)
     train, infer, saved = _step_fns(case, args.size, device)

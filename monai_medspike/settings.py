@@ -135,6 +135,15 @@ class Flag(Rule):
         return None
 
 
+class FlagOrAuto(Flag):
+    text = "true, false or `auto`"
+
+    def __call__(self, value: Any) -> str | None:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return None
+        return None if super().__call__(value) is None else "must be true, false or auto"
+
+
 class ImageSize(Rule):
     text = "[H, W], multiples of 16"
 
@@ -312,11 +321,12 @@ _DECLARED = (
             "reads spikes (docs/network.md)", Choice(*LAYOUTS), carried=True, identity=True),
     Setting("use_checkpoint", "network", False, "activation checkpointing: about 0.3-0.45 x the training memory "
             "for 1.1 x the time, the same results (docs/performance.md)", Flag()),
-    Setting("channels_last", "network", False, "channels-last weights and activations: the same network up to "
-            "float rounding, faster on a CPU (docs/performance.md)", Flag(),
-            inference_default="$torch.device(@device).type == 'cpu'"),
-    Setting("precision", "network", "float32", "bfloat16: mixed precision, neurons integrate in float32 "
-            "(docs/performance.md)", Choice(*PRECISIONS)),
+    Setting("channels_last", "network", "auto", "channels-last weights and activations: the same network up to "
+            "float rounding, faster on a CPU; auto: on a CPU (monai_medspike.speed, docs/performance.md)",
+            FlagOrAuto()),
+    Setting("precision", "network", "auto", "bfloat16: mixed precision, neurons integrate in float32; auto: "
+            "bfloat16 on a CUDA GPU and on a CPU where a probe measures it faster (monai_medspike.speed, "
+            "docs/performance.md)", Choice(*PRECISIONS, "auto")),
     Setting("fold_batch_norm", "network", True, "inference: fold the batch norms that follow convolutions into "
             "them (the same masks up to float rounding)", Flag(), configs=("inference",)),
     # --- data: what the network reads

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "monai_medspike"
 
 #: lowest first; a module may import its own layer and the ones below
 LAYERS = (
-    ("utils", "errors", "distributed", "runs", "networks", "data", "losses", "metrics"),
+    ("utils", "errors", "distributed", "runs", "speed", "networks", "data", "losses", "metrics"),
     ("settings",),
     ("checkpoints",),
     ("handlers",),

@@ -41,8 +41,8 @@ def config() -> dict:
         ({"classes": "three"}, "--classes 'three': must be one of binary, multiclass."),
         ({"overwrite": "maybe"}, "--overwrite 'maybe': must be true or false."),
         ({"use_checkpoint": "sometimes"}, "--use_checkpoint 'sometimes': must be true or false."),
-        ({"channels_last": 2}, "--channels_last 2: must be true or false."),
-        ({"precision": "float16"}, "--precision 'float16': must be one of float32, bfloat16."),
+        ({"channels_last": 2}, "--channels_last 2: must be true, false or auto."),
+        ({"precision": "float16"}, "--precision 'float16': must be one of float32, bfloat16, auto."),
         ({"align_stages": [0, 4]}, "--align_stages [0, 4]: must be a list of encoder stages 0..3"),
         ({"datalist": "/no/such/list.json"}, "--datalist '/no/such/list.json': must be an existing file."),
         ({"dataset_dir": "/no/such/folder"}, "--dataset_dir '/no/such/folder': must be an existing folder."),
@@ -98,7 +98,7 @@ def test_precision_reaches_the_network_and_its_teacher(config_file, tmp_path):
     parser = ConfigParser()
     parser.read_config(str(config_file))
     untrained(parser, tmp_path)
-    assert parser["precision"] == "float32"  # the default: mixed precision is asked for
+    assert parser["precision"] == "auto"  # the default: chosen for the device (tests/test_speed.py)
     parser["precision"] = "bfloat16"
     parser["embed_dims"] = [8, 16, 16, 32]
     nets = [parser.get_parsed_content("network_def")]
@@ -107,9 +107,13 @@ def test_precision_reaches_the_network_and_its_teacher(config_file, tmp_path):
 
 
 @pytest.mark.parametrize("device, channels_last", [("cpu", True), ("cuda", False)])
-def test_inference_defaults_to_the_fastest_float32_path_for_its_device(device, channels_last, tmp_path):
+def test_inference_defaults_to_the_fastest_float32_path_for_its_device(device, channels_last, tmp_path, monkeypatch):
     """inference.json folds the batch norms and, on a CPU, runs channels-last (same masks up to float32
-    rounding); bfloat16 stays a choice. Each is switched off by its key, as the command line passes it."""
+    rounding); on a CPU without fast bfloat16 it stays in float32. Each is switched off by its key, as the command
+    line passes it."""
+    import monai_medspike.speed
+
+    monkeypatch.setattr(monai_medspike.speed, "probe_cpu_bfloat16", lambda: 11.0)  # a CPU like this one
     parser = ConfigParser()
     parser.read_config(str(TRAIN.with_name("inference.json")))
     untrained(parser, tmp_path)
