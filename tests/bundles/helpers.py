@@ -63,3 +63,19 @@ def run_folder(root: Path, phase: str) -> Path:
     runs = sorted(root.glob(f"{phase}-*"))
     assert len(runs) == 1, runs
     return runs[0]
+
+
+def exported_network_output(ckpt: Path, x):
+    """What the bundle's export of ``ckpt`` must compute for ``x``: the checkpoint's network as the export builds it
+    on a CPU (channels-last: ``auto``), through the plain torch ops a graph capture runs. The network's fused kernels
+    agree with those ops up to float rounding (tests/networks), but a trained spiking network can turn that rounding
+    into a spike that fires in one and not the other, so the exported file is compared with its own path."""
+    from unittest import mock
+
+    import torch
+
+    from monai_medspike.checkpoints import load_model
+
+    net = load_model(ckpt, channels_last=True)
+    with mock.patch("torch.compiler.is_compiling", lambda: True), torch.no_grad():
+        return net(x)
